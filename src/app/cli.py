@@ -1,0 +1,229 @@
+"""Command line: ``python -m src.app.cli [command] [options]``.
+
+User commands: ``train`` (default: data source -> trained model and latent), ``eval``, ``viz``,
+``pipeline`` (train -> eval -> viz). Stage commands with explicit paths, called by the Snakemake
+rules: ``download``, ``preprocess``, ``train --input``, ``embed``, ``evaluate``, ``plot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from src.app.config import load_config, read_yaml, write_config
+from src.app.errors import AppError
+from src.app.layout import RunLayout, raw_path
+from src.app.machine import GENERATE_HINT, MachineProfile, load_machine_profile, profile_from_dict
+
+log = logging.getLogger("src.app")
+
+USER_COMMANDS = ("train", "eval", "viz", "pipeline")
+STAGE_COMMANDS = ("download", "preprocess", "embed", "evaluate", "plot", "write-config")
+COMMANDS = USER_COMMANDS + STAGE_COMMANDS
+DEFAULT_CONFIG = "config/default.yaml"
+VALUE_OPTIONS = {
+    "--config",
+    "--output_dir",
+    "--input",
+    "--output",
+    "--model_dir",
+    "--latent",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG, help="run config YAML")
+    common.add_argument("--output_dir", help="run folder (default: results/<run_id>)")
+    common.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="run the whole chain on a tiny synthetic data set for one epoch",
+    )
+    common.add_argument("--pipeline", action="store_true", help="same as the pipeline command")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+    parser = argparse.ArgumentParser(prog="python -m src.app.cli", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    helps = {
+        "train": "train the model (from data.source, or a preprocessed --input)",
+        "eval": "annotation metrics of the run's latent -> metrics.json",
+        "viz": "UMAP figure of the run's latent",
+        "pipeline": "train -> eval -> viz",
+        "download": "stage: raw counts of data.source -> h5ad",
+        "preprocess": "stage: raw h5ad -> preprocessed h5ad",
+        "embed": "stage: checkpoint + preprocessed h5ad -> latent",
+        "evaluate": "stage: latent + labels -> metrics.json (same as eval)",
+        "plot": "stage: latent + labels -> figures (same as viz)",
+        "write-config": "stage: write the resolved config to --output",
+    }
+    for name in COMMANDS:
+        p = sub.add_parser(name, parents=[common], help=helps[name])
+        p.add_argument("--input", help="input file (stage commands)")
+        p.add_argument("--output", help="output file (stage commands)")
+        p.add_argument("--model_dir", help="checkpoint folder")
+        p.add_argument("--latent", help="latent .npy")
+    return parser
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Move the command to the front (so options may come first); default to ``train``."""
+    argv = list(argv)
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg in VALUE_OPTIONS:
+            skip = True
+        elif arg in COMMANDS or arg in ("-h", "--help"):
+            if arg in COMMANDS:
+                return [arg, *argv[:i], *argv[i + 1 :]]
+            break
+    if "-h" in argv or "--help" in argv:
+        return argv if any(a in COMMANDS for a in argv) else ["--help"]
+    return ["train", *argv]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    if args.pipeline:
+        args.command = "pipeline"
+    return args
+
+
+def _profile(cfg, *, dry_run: bool) -> MachineProfile:
+    path = Path(cfg.paths.machine_profile)
+    if path.exists() or not dry_run:
+        return load_machine_profile(path)
+    example = Path(__file__).resolve().parents[2] / "config.yml.example"
+    log.warning(
+        "machine profile %s not found; the dry run uses %s. To create it: %s",
+        path,
+        example,
+        GENERATE_HINT,
+    )
+    return profile_from_dict(read_yaml(example), str(example))
+
+
+def _dry_run_config(cfg):
+    """The run config for ``--dry_run``: synthetic data, one epoch, a small HVG set."""
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, source="synthetic", labels=None),
+        preprocess=dataclasses.replace(
+            cfg.preprocess, n_top_genes=min(cfg.preprocess.n_top_genes, 300)
+        ),
+        train=dataclasses.replace(cfg.train, epochs=1),
+        eval=dataclasses.replace(cfg.eval, label_keys=("cell_type_coarse", "cell_type")),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from src.app import stages
+
+    cfg = load_config(args.config)
+    if args.dry_run:
+        cfg = _dry_run_config(cfg)
+    layout = RunLayout.of(cfg, args.output_dir)
+    command = "pipeline" if args.dry_run else args.command
+    needs_profile = command in ("train", "pipeline", "download", "preprocess", "embed")
+    profile = _profile(cfg, dry_run=args.dry_run) if needs_profile else None
+    if profile is not None:
+        from src.app.machine import set_thread_env
+
+        set_thread_env(profile.annotation_threads)
+
+    def pick(value: str | None, default: Path) -> Path:
+        return Path(value) if value else default
+
+    if command == "write-config":
+        write_config(cfg, pick(args.output, layout.config_used))
+        return 0
+    if command == "download":
+        stages.download(cfg, output=pick(args.output, raw_path(cfg)), profile=profile)
+        return 0
+    if command == "preprocess":
+        stages.preprocess(
+            cfg,
+            input=pick(args.input, raw_path(cfg)),
+            output=pick(args.output, layout.preprocessed),
+            profile=profile,
+        )
+        return 0
+    if command == "embed":
+        stages.embed(
+            cfg,
+            model_dir=pick(args.model_dir, layout.model_dir),
+            input=pick(args.input, layout.preprocessed),
+            latent=pick(args.latent, layout.latent),
+            output=pick(args.output, layout.embedded),
+            profile=profile,
+        )
+        return 0
+    if command in ("train", "pipeline") and not args.input:
+        raw = layout.root / "raw.h5ad" if args.dry_run else raw_path(cfg)
+        if args.dry_run:
+            from src.app.core.synthetic import synthetic_counts
+
+            stages._write_h5ad(synthetic_counts(seed=cfg.seed), raw, profile)
+        elif not raw.exists():
+            stages.download(cfg, output=raw, profile=profile)
+        stages.preprocess(cfg, input=raw, output=layout.preprocessed, profile=profile)
+    if command in ("train", "pipeline"):
+        stages.train(
+            cfg,
+            input=pick(args.input, layout.preprocessed),
+            model_dir=pick(args.model_dir, layout.model_dir),
+            profile=profile,
+        )
+        stages.embed(
+            cfg,
+            model_dir=pick(args.model_dir, layout.model_dir),
+            input=pick(args.input, layout.preprocessed),
+            latent=layout.latent,
+            output=layout.embedded,
+            profile=profile,
+        )
+    if command in ("eval", "evaluate", "pipeline"):
+        stages.evaluate(
+            cfg,
+            latent=pick(args.latent, layout.latent),
+            input=pick(args.input, layout.embedded),
+            output=pick(args.output, layout.metrics) if command != "pipeline" else layout.metrics,
+        )
+    if command in ("viz", "plot", "pipeline"):
+        stages.plot(
+            cfg,
+            latent=pick(args.latent, layout.latent),
+            input=pick(args.input, layout.embedded),
+            output=pick(args.output, layout.umap) if command != "pipeline" else layout.umap,
+        )
+    if command in USER_COMMANDS:
+        write_config(cfg, layout.config_used)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run(args)
+    except AppError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

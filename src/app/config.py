@@ -1,0 +1,295 @@
+"""Run configuration: one tree of frozen dataclasses built from YAML plus environment overrides.
+
+Every section owns its defaults and range checks. The same loader serves the CLI and the Snakefile.
+Environment overrides take the form ``APP__SECTION__KEY=value`` (value parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.app.errors import ConfigError
+
+ENV_PREFIX = "APP__"
+SOURCE_PBMC3K = "pbmc3k"
+LIKELIHOODS = ("gaussian",)
+DEVICES = ("auto", "cpu", "cuda")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    resources: str = "resources"
+    results: str = "results"
+    logs: str = "logs"
+    machine_profile: str = "config.yml"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = SOURCE_PBMC3K
+    url: str = (
+        "https://cf.10xgenomics.com/samples/cell-exp/1.1.0/pbmc3k/"
+        "pbmc3k_filtered_gene_bc_matrices.tar.gz"
+    )
+    labels: str | None = "resources/pbmc3k_labels.csv"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source.strip()), "data.source", "must not be empty")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    min_genes: int = 200
+    min_cells: int = 3
+    max_genes: int = 2500
+    max_pct_mito: float = 5.0
+    target_sum: float = 1e4
+    n_top_genes: int = 2000
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("min_genes", "min_cells", "max_genes"):
+            _require(getattr(self, key) >= 0, f"preprocess.{key}", "must be >= 0")
+        _require(self.n_top_genes >= 1, "preprocess.n_top_genes", "must be >= 1")
+        _require(self.target_sum > 0, "preprocess.target_sum", "must be > 0")
+        _require(0 < self.max_pct_mito <= 100, "preprocess.max_pct_mito", "must be in (0, 100]")
+        _require(0 <= self.val_fraction < 1, "preprocess.val_fraction", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 10
+    hidden_dims: tuple[int, ...] = (128,)
+    dropout: float = 0.1
+    likelihood: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, "model.latent_dim", "must be >= 1")
+        _require(
+            len(self.hidden_dims) >= 1 and all(h >= 1 for h in self.hidden_dims),
+            "model.hidden_dims",
+            "must be a non-empty list of positive integers",
+        )
+        _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _require(
+            self.likelihood in LIKELIHOODS,
+            "model.likelihood",
+            f"must be one of {list(LIKELIHOODS)}, got '{self.likelihood}'",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 0.0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.epochs is None or self.epochs >= 1, "train.epochs", "must be >= 1")
+        _require(
+            self.batch_size is None or self.batch_size >= 2, "train.batch_size", "must be >= 2"
+        )
+        _require(self.lr is None or self.lr > 0, "train.lr", "must be > 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.device in DEVICES, "train.device", f"must be one of {list(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    label_keys: tuple[str, ...] = ("cell_type_coarse", "cell_type")
+    n_neighbors: int = 15
+    n_folds: int = 5
+
+    def __post_init__(self) -> None:
+        _require(len(self.label_keys) >= 1, "eval.label_keys", "must name at least one column")
+        _require(self.n_neighbors >= 1, "eval.n_neighbors", "must be >= 1")
+        _require(self.n_folds >= 2, "eval.n_folds", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class VizConfig:
+    n_neighbors: int = 15
+    min_dist: float = 0.5
+    dpi: int = 150
+
+    def __post_init__(self) -> None:
+        _require(self.n_neighbors >= 2, "viz.n_neighbors", "must be >= 2")
+        _require(0 <= self.min_dist <= 1, "viz.min_dist", "must be in [0, 1]")
+        _require(self.dpi >= 10, "viz.dpi", "must be >= 10")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    run_id: str = "pbmc3k"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "must be >= 0")
+        check_safe_name(self.run_id, "run_id")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.paths.results) / self.run_id
+
+
+def check_safe_name(value: str, key: str) -> str:
+    """Refuse names that would escape their folder once used as a path component."""
+    _require(
+        bool(_SAFE_NAME.match(value)) and value not in {".", ".."},
+        key,
+        f"'{value}' must use only letters, digits, '.', '_' and '-'",
+    )
+    return value
+
+
+# --- building dataclasses from plain mappings --------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        _require(isinstance(value, list | tuple), key, f"must be a list, got {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(ok, key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _require(ok, key, f"must be an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        _require(isinstance(value, tp), key, f"must be a {_type_name(tp)}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    where = prefix.rstrip(".") or "<root>"
+    if data is None:
+        data = {}
+    _require(isinstance(data, Mapping), where, f"must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    _require(not unknown, f"{prefix}{unknown[0]}" if unknown else where, "unknown key")
+    kwargs = {}
+    for name in names & set(data):
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(data[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a :class:`Config`; raises :class:`ConfigError` naming the bad key."""
+    return _build(Config, data)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML or JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``APP__A__B=value`` applied at ``data[a][b]``."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        _require(all(parts), name, "malformed override name; use APP__SECTION__KEY")
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"environment override {name}: value is not valid YAML: {exc}"
+            ) from exc
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            _require(isinstance(child, dict), name, f"'{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (or the built-in defaults), apply ``APP__`` overrides from ``environ``."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_env_overrides(data, os.environ if environ is None else environ)
+    return config_from_dict(data)
+
+
+def write_config(cfg: Config, path: str | Path) -> None:
+    from src.app.io_utils import atomic_write_text
+
+    text = "# resolved config of this run (defaults, file and environment overrides)\n"
+    text += yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write_text(path, text)

@@ -1,0 +1,164 @@
+"""``ModelAdapter``: the framework-facing side of the model (fit, predict, save, load).
+
+A checkpoint folder holds ``weights.safetensors`` (tensors only, nothing is unpickled) and
+``model.json`` (network config, gene names, versions) and ``history.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from src.app.config import Config
+from src.app.core.data_adapter import Batch, DataAdapter
+from src.app.core.nn import VAE, VAEConfig
+from src.app.core.runtime import runtime_for
+from src.app.core.train_loop import train_vae
+from src.app.errors import CheckpointError
+from src.app.io_utils import atomic_path
+from src.app.machine import Runtime
+
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "model.json"
+HISTORY_FILE = "history.json"
+CHECKPOINT_FORMAT = 1
+
+
+class ModelAdapter:
+    """Fit the VAE on a :class:`DataAdapter`, return latent means, save and reload it."""
+
+    def __init__(self, cfg: Config, *, runtime: Runtime | None = None) -> None:
+        self.cfg = cfg
+        self.runtime = runtime if runtime is not None else runtime_for(cfg)
+        self.module: VAE | None = None
+        self.gene_names: list[str] = []
+        self.history: list[dict[str, float]] = []
+
+    def _build(self, n_genes: int) -> VAE:
+        m = self.cfg.model
+        vae_cfg = VAEConfig(
+            n_genes=n_genes,
+            latent_dim=m.latent_dim,
+            hidden_dims=m.hidden_dims,
+            dropout=m.dropout,
+            likelihood=m.likelihood,
+        )
+        torch.manual_seed(self.cfg.seed)
+        return VAE(vae_cfg).to(self.runtime.device)
+
+    def fit(self, batches: DataAdapter) -> list[dict[str, float]]:
+        """Train on ``batches.iter_train_batches()``, validating on ``iter_val_batches()``."""
+        self.gene_names = list(batches.gene_names)
+        self.module = self._build(len(self.gene_names))
+        self.history = train_vae(self.module, batches, runtime=self.runtime, cfg=self.cfg.train)
+        return self.history
+
+    def _require_module(self) -> VAE:
+        if self.module is None:
+            raise RuntimeError("the model is not trained or loaded; call fit() or load() first")
+        return self.module
+
+    @torch.inference_mode()
+    def predict(self, batches: Iterable[Batch] | np.ndarray) -> np.ndarray:
+        """Latent means, shape (cells, latent_dim), for an array of model inputs or batches."""
+        module = self._require_module()
+        module.eval()
+        device = torch.device(self.runtime.device)
+        if isinstance(batches, np.ndarray):
+            if batches.ndim != 2 or batches.shape[1] != module.cfg.n_genes:
+                raise ValueError(
+                    f"predict() expects an array of shape (cells, {module.cfg.n_genes}), "
+                    f"got {batches.shape}"
+                )
+            x = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.float32))
+            chunks = [x[i : i + 8192] for i in range(0, x.shape[0], 8192)]
+        else:
+            chunks = [b.x for b in batches]
+        means = [module.inference(c.to(device))[0].float().cpu() for c in chunks]
+        if not means:
+            return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
+        return torch.cat(means).numpy()
+
+    def check_genes(self, gene_names: list[str]) -> None:
+        """Fail with what differs when data genes do not match the checkpoint's."""
+        if list(gene_names) == self.gene_names:
+            return
+        ours, theirs = set(self.gene_names), set(gene_names)
+        missing, extra = sorted(ours - theirs), sorted(theirs - ours)
+        detail = (
+            f"{len(missing)} checkpoint genes missing from the data (e.g. {missing[:3]}), "
+            f"{len(extra)} data genes unknown to the checkpoint (e.g. {extra[:3]})"
+            if missing or extra
+            else "the same genes in a different order"
+        )
+        raise CheckpointError(
+            f"data genes do not match the checkpoint ({len(self.gene_names)} genes): {detail}"
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the checkpoint folder ``path`` atomically."""
+        from safetensors.torch import save_file
+
+        module = self._require_module()
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "vae_config": module.cfg.to_dict(),
+            "gene_names": self.gene_names,
+            "seed": self.cfg.seed,
+            "torch_version": torch.__version__,
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        with atomic_path(path, is_dir=True) as tmp:
+            save_file(state, str(tmp / WEIGHTS_FILE))
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+            (tmp / HISTORY_FILE).write_text(json.dumps(self.history, indent=2))
+
+    def load(self, path: str | Path) -> ModelAdapter:
+        """Rebuild the network from the checkpoint folder ``path``; returns ``self``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta = _read_json(path / META_FILE)
+        try:
+            vae_cfg = VAEConfig.from_dict(meta["vae_config"])
+            gene_names = [str(g) for g in meta["gene_names"]]
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path / META_FILE} lacks {exc}") from None
+        try:
+            state = load_file(str(path / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path / WEIGHTS_FILE} is unreadable: {exc}"
+            ) from None
+        module = VAE(vae_cfg)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit its model config: {exc}"
+            ) from None
+        self.module = module.to(self.runtime.device).eval()
+        self.gene_names = gene_names
+        history_file = path / HISTORY_FILE
+        self.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        return self
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint file {path} not found; run the train stage first"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint file {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint file {path} does not hold a JSON object")
+    return data

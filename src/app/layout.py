@@ -1,0 +1,57 @@
+"""Where a run's files live; one definition shared by the CLI and the Snakefile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.app.config import Config
+from src.app.core.data import source_name
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Files of one run under ``root`` (``results/<run_id>/`` unless ``--output_dir`` says)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, cfg: Config, output_dir: str | Path | None = None) -> RunLayout:
+        return cls(Path(output_dir) if output_dir is not None else cfg.run_dir)
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "preprocessed.h5ad"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def latent(self) -> Path:
+        return self.root / "latent.npy"
+
+    @property
+    def embedded(self) -> Path:
+        return self.root / "embedded.h5ad"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def umap(self) -> Path:
+        return self.figures / "umap.png"
+
+    @property
+    def config_used(self) -> Path:
+        return self.root / "config.used.yaml"
+
+
+def raw_path(cfg: Config) -> Path:
+    """The download stage's output: raw counts of ``cfg.data.source`` as h5ad."""
+    return Path(cfg.paths.resources) / "raw" / f"{source_name(cfg.data.source)}.h5ad"

@@ -1,0 +1,142 @@
+"""One function per pipeline stage: files in, files out, one core function in between.
+
+The CLI's stage commands call these, and the Snakemake rules call the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.app.config import Config
+from src.app.errors import DataError
+from src.app.io_utils import atomic_path, write_json
+from src.app.machine import MachineProfile
+
+log = logging.getLogger(__name__)
+
+
+def _write_h5ad(adata: Any, path: str | Path, profile: MachineProfile | None) -> None:
+    compression = profile.h5ad_compression if profile is not None else "gzip"
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression=compression)
+
+
+def download(cfg: Config, *, output: str | Path, profile: MachineProfile | None) -> None:
+    """Raw counts of ``cfg.data.source`` (labels joined) -> ``output`` (h5ad)."""
+    from src.app.core.data import acquire
+
+    adata = acquire(cfg.data, resources_dir=cfg.paths.resources)
+    log.info("raw data: %d cells x %d genes", adata.n_obs, adata.n_vars)
+    _write_h5ad(adata, output, profile)
+
+
+def preprocess(
+    cfg: Config, *, input: str | Path, output: str | Path, profile: MachineProfile | None
+) -> None:
+    """Raw h5ad -> QC-filtered, normalised HVG h5ad with counts layer and split."""
+    import anndata as ad
+
+    from src.app.core.preprocess import preprocess as run
+
+    try:
+        raw = ad.read_h5ad(input)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"raw data {input} could not be read: {exc}") from None
+    adata = run(raw, cfg.preprocess, seed=cfg.seed)
+    log.info("preprocessed: %d cells x %d genes", adata.n_obs, adata.n_vars)
+    _write_h5ad(adata, output, profile)
+
+
+def train(
+    cfg: Config, *, input: str | Path, model_dir: str | Path, profile: MachineProfile
+) -> dict[str, Any]:
+    """Preprocessed h5ad -> checkpoint folder; returns the training metrics."""
+    from src.app.core.runtime import runtime_for
+    from src.app.core.train import run_training
+
+    runtime = runtime_for(cfg, profile=profile)
+    result = run_training(cfg, data_path=input, model_dir=model_dir, runtime=runtime)
+    log.info(
+        "trained %d epochs in %.1f s (%.3f s/epoch) on %s; val loss %.3f",
+        result["epochs"],
+        result["seconds"],
+        result["seconds_per_epoch"],
+        result["device"],
+        result["val_loss"],
+    )
+    return result
+
+
+def embed(
+    cfg: Config,
+    *,
+    model_dir: str | Path,
+    input: str | Path,
+    latent: str | Path,
+    output: str | Path,
+    profile: MachineProfile,
+) -> None:
+    """Checkpoint + preprocessed h5ad -> latent .npy and h5ad with ``.obsm["X_vae"]``."""
+    from src.app.core.embed import run_embedding
+    from src.app.core.runtime import runtime_for
+
+    runtime = runtime_for(cfg, profile=profile)
+    z = run_embedding(
+        cfg,
+        model_dir=model_dir,
+        data_path=input,
+        latent_out=latent,
+        h5ad_out=output,
+        runtime=runtime,
+    )
+    log.info("latent: %d cells x %d dims", *z.shape)
+
+
+def read_obs(path: str | Path) -> Any:
+    """The ``.obs`` table of an h5ad without loading its matrices."""
+    import anndata as ad
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return ad.io.read_elem(f["obs"])
+    except (OSError, KeyError) as exc:
+        raise DataError(f"could not read .obs of {path}: {exc}") from None
+
+
+def load_latent(path: str | Path) -> np.ndarray:
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"latent {path} could not be read ({exc}); run the embed stage first"
+        ) from None
+
+
+def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> dict:
+    """Latent + labels in the h5ad's ``.obs`` -> ``metrics.json``."""
+    from src.app.core.eval import evaluate_latent
+
+    metrics = evaluate_latent(load_latent(latent), read_obs(input), cfg.eval, seed=cfg.seed)
+    write_json(output, metrics)
+    log.info("kNN macro F1 (%s): %.3f", cfg.eval.label_keys[0], metrics["f1_macro"])
+    return metrics
+
+
+def plot(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> None:
+    """Latent + labels -> UMAP figure ``output``."""
+    from src.app.core.viz import compute_umap, plot_embedding
+
+    obs = read_obs(input)
+    coords = compute_umap(load_latent(latent), cfg.viz, seed=cfg.seed)
+    panels = {key: obs[key] for key in cfg.eval.label_keys if key in obs.columns}
+    if not panels:
+        import pandas as pd
+
+        panels = {"cells": pd.Series([np.nan] * len(obs), index=obs.index)}
+    plot_embedding(coords, panels, output, dpi=cfg.viz.dpi)

@@ -1,0 +1,86 @@
+"""Shared fixtures: small synthetic counts, a CPU machine profile, and run configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.app.config import Config, config_from_dict
+from src.app.machine import MachineProfile, Runtime, profile_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def profile_dict(**changes) -> dict:
+    data = yaml.safe_load((ROOT / "config.yml.example").read_text())
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def cpu_profile() -> MachineProfile:
+    return profile_from_dict(profile_dict(annotation_threads=1))
+
+
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(profile_dict(annotation_threads=1)))
+    return path
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    return Runtime(
+        device="cpu",
+        threads=1,
+        loader_workers=1,
+        batch_size=64,
+        lr=1e-3,
+        epochs=3,
+        autocast=False,
+        max_ram_gb=4.0,
+        gpu_memory_fraction=0.9,
+    )
+
+
+def small_config(tmp_path: Path, **sections) -> Config:
+    """A config for fast runs on the synthetic data; ``sections`` update single sections."""
+    data = {
+        "run_id": "test",
+        "paths": {
+            "resources": str(tmp_path / "resources"),
+            "results": str(tmp_path / "results"),
+            "logs": str(tmp_path / "logs"),
+            "machine_profile": str(tmp_path / "config.yml"),
+        },
+        "data": {"labels": None},
+        "preprocess": {"n_top_genes": 200},
+        "model": {"latent_dim": 4, "hidden_dims": [32]},
+        "train": {"epochs": 3, "batch_size": 64},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return config_from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def raw_adata():
+    from src.app.core.synthetic import synthetic_counts
+
+    return synthetic_counts(n_cells=300, n_genes=600, seed=1)
+
+
+@pytest.fixture(scope="session")
+def pre_adata(raw_adata):
+    from src.app.config import PreprocessConfig
+    from src.app.core.preprocess import preprocess
+
+    return preprocess(raw_adata, PreprocessConfig(n_top_genes=200), seed=0)
+
+
+def replace(obj, **changes):
+    return dataclasses.replace(obj, **changes)
