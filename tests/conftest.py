@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from src.app.config import Config, config_from_dict
 from src.app.machine import MachineProfile, Runtime, profile_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# two pytest workers share two cores: one thread each avoids OpenMP oversubscription (spinning);
+# nothing imported above loads torch or NumPy's BLAS threads yet
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 def profile_dict(**changes) -> dict:

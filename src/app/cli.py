@@ -120,6 +120,7 @@ def _dry_run_config(cfg):
             cfg.preprocess, n_top_genes=min(cfg.preprocess.n_top_genes, 300)
         ),
         train=dataclasses.replace(cfg.train, epochs=1),
+        viz=dataclasses.replace(cfg.viz, neighbors_method="gauss"),
         eval=dataclasses.replace(cfg.eval, label_keys=("cell_type_coarse", "cell_type")),
     )
 

@@ -10,7 +10,8 @@ from src.app.config import SOURCE_PBMC3K, load_config
 from src.app.layout import RunLayout, raw_path
 from src.app.machine import load_machine_profile
 
-APP_CONFIG = config.get("app_config", "config/default.yaml")
+BASEDIR = Path(workflow.basedir)
+APP_CONFIG = str(config.get("app_config", BASEDIR / "config" / "default.yaml"))
 CFG = load_config(APP_CONFIG)
 LAYOUT = RunLayout.of(CFG)
 RAW = raw_path(CFG)
@@ -20,7 +21,7 @@ if not Path(CFG.paths.machine_profile).exists():
     # the workflow's first step on a new machine: write the machine profile
     print(f"{CFG.paths.machine_profile} not found; running scripts/generate_config.sh", file=sys.stderr)
     subprocess.run(
-        ["bash", "scripts/generate_config.sh", CFG.paths.machine_profile],
+        ["bash", str(BASEDIR / "scripts" / "generate_config.sh"), CFG.paths.machine_profile],
         check=True,
         env={**os.environ, "PYTHON": sys.executable},
     )

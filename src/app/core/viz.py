@@ -14,16 +14,23 @@ UNLABELLED_COLOUR = "#d0d0d0"
 
 
 def compute_umap(latent: np.ndarray, cfg: VizConfig, *, seed: int) -> np.ndarray:
-    """2-D UMAP coordinates (cells, 2) of ``latent``; seeded, so reruns give the same layout."""
-    import umap
+    """2-D UMAP coordinates (cells, 2) of ``latent`` with scanpy (umap-learn underneath); seeded,
+    so reruns give the same layout."""
+    import anndata as ad
+    import scanpy as sc
 
-    reducer = umap.UMAP(
-        n_neighbors=min(cfg.n_neighbors, latent.shape[0] - 1),
-        min_dist=cfg.min_dist,
-        random_state=seed,
-        n_jobs=1,
+    adata = ad.AnnData(
+        obsm={"X_latent": np.asarray(latent, dtype=np.float32)}, shape=(len(latent), 0)
     )
-    return reducer.fit_transform(latent)
+    sc.pp.neighbors(
+        adata,
+        use_rep="X_latent",
+        n_neighbors=min(cfg.n_neighbors, len(latent) - 1),
+        method=cfg.neighbors_method,
+        random_state=seed,
+    )
+    sc.tl.umap(adata, min_dist=cfg.min_dist, random_state=seed)
+    return adata.obsm["X_umap"]
 
 
 def category_colours(categories: list[str]) -> dict[str, str]:
