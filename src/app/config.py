@@ -22,7 +22,7 @@ from src.app.errors import ConfigError
 
 ENV_PREFIX = "APP__"
 SOURCE_PBMC3K = "pbmc3k"
-LIKELIHOODS = ("gaussian",)
+LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
 DEVICES = ("auto", "cpu", "cuda")
 NEIGHBORS_METHODS = ("umap", "gauss")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -101,6 +101,9 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
+    kl_warmup_epochs: int = 0
+    early_stopping_patience: int = 0
+    grad_clip_norm: float = 10.0
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -110,7 +113,25 @@ class TrainConfig:
         )
         _require(self.lr is None or self.lr > 0, "train.lr", "must be > 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", "must be >= 0")
+        _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        _require(self.grad_clip_norm > 0, "train.grad_clip_norm", "must be > 0")
         _require(self.device in DEVICES, "train.device", f"must be one of {list(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class AnnotationConfig:
+    """The classifier head trained jointly with the VAE on a fraction of the labels."""
+
+    label_key: str | None = "cell_type_coarse"
+    label_fraction: float = 0.1
+    classification_weight: float = 50.0
+
+    def __post_init__(self) -> None:
+        _require(0 < self.label_fraction <= 1, "annotation.label_fraction", "must be in (0, 1]")
+        _require(
+            self.classification_weight >= 0, "annotation.classification_weight", "must be >= 0"
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     viz: VizConfig = field(default_factory=VizConfig)
 

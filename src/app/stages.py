@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from src.app.config import Config
+from src.app.core.keys import CATEGORIES_KEY, LABEL_KEY_KEY, PROBA_KEY, VISIBLE_KEY
 from src.app.errors import DataError
 from src.app.io_utils import atomic_path, write_json
 from src.app.machine import MachineProfile
@@ -118,11 +119,39 @@ def load_latent(path: str | Path) -> np.ndarray:
         ) from None
 
 
-def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> dict:
-    """Latent + labels in the h5ad's ``.obs`` -> ``metrics.json``."""
-    from src.app.core.eval import evaluate_latent
+def read_head_predictions(path: str | Path) -> tuple[str, np.ndarray, list[str]] | None:
+    """``(label_key, class probabilities, class names)`` written by the embed stage, or None
+    when the model has no classifier head."""
+    import anndata as ad
+    import h5py
 
-    metrics = evaluate_latent(load_latent(latent), read_obs(input), cfg.eval, seed=cfg.seed)
+    try:
+        with h5py.File(path, "r") as f:
+            if f"obsm/{PROBA_KEY}" not in f:
+                return None
+            return (
+                str(ad.io.read_elem(f[f"uns/{LABEL_KEY_KEY}"])),
+                np.asarray(f[f"obsm/{PROBA_KEY}"]),
+                [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
+            )
+    except (OSError, KeyError) as exc:
+        raise DataError(f"could not read the classifier predictions of {path}: {exc}") from None
+
+
+def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> dict:
+    """Latent + labels in the h5ad's ``.obs`` (+ the classifier head's predictions) ->
+    ``metrics.json``."""
+    from src.app.core.eval import evaluate_joint, evaluate_latent
+
+    obs = read_obs(input)
+    metrics = evaluate_latent(load_latent(latent), obs, cfg.eval, seed=cfg.seed)
+    head = read_head_predictions(input)
+    if head is not None:
+        key, proba, categories = head
+        joint = evaluate_joint(obs[key], proba, categories, visible=obs[VISIBLE_KEY].to_numpy())
+        metrics["labels"].setdefault(key, {})["joint"] = joint
+        metrics["joint_f1_macro"] = joint["f1_macro"]
+        log.info("joint classifier macro F1 on hidden labels (%s): %.3f", key, joint["f1_macro"])
     write_json(output, metrics)
     log.info("kNN macro F1 (%s): %.3f", cfg.eval.label_keys[0], metrics["f1_macro"])
     return metrics

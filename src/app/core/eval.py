@@ -95,6 +95,22 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str])
     }
 
 
+def evaluate_joint(
+    labels: pd.Series, proba: np.ndarray, categories: list[str], *, visible: np.ndarray
+) -> dict[str, Any]:
+    """Metrics of the jointly trained classifier head on the labelled cells whose label it never
+    saw (``~visible``); ``proba`` (cells, len(categories)) are its class probabilities."""
+    values = labels.astype("object").to_numpy()
+    held_out = pd.notna(values) & ~np.asarray(visible, dtype=bool)
+    lookup = {c: i for i, c in enumerate(categories)}
+    unknown = sorted({str(v) for v in values[held_out]} - set(lookup))
+    if unknown:
+        raise DataError(f"labels {unknown} are not among the classifier's classes {categories}")
+    y = np.array([lookup[str(v)] for v in values[held_out]], dtype=int)
+    result = classification_metrics(y, proba[held_out], categories)
+    return {"n_visible": int(np.sum(visible)), "n_evaluated": int(held_out.sum()), **result}
+
+
 def evaluate_latent(
     latent: np.ndarray, obs: pd.DataFrame, cfg: EvalConfig, *, seed: int
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ A checkpoint folder holds ``weights.safetensors`` (tensors only, nothing is unpi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FORMAT = 1
+PREDICT_CHUNK = 8192  # cells per forward pass when predicting from an array
 
 
 class ModelAdapter:
@@ -37,9 +38,10 @@ class ModelAdapter:
         self.runtime = runtime if runtime is not None else runtime_for(cfg)
         self.module: VAE | None = None
         self.gene_names: list[str] = []
+        self.label_categories: list[str] = []
         self.history: list[dict[str, float]] = []
 
-    def _build(self, n_genes: int) -> VAE:
+    def _build(self, n_genes: int, n_labels: int) -> VAE:
         m = self.cfg.model
         vae_cfg = VAEConfig(
             n_genes=n_genes,
@@ -47,15 +49,25 @@ class ModelAdapter:
             hidden_dims=m.hidden_dims,
             dropout=m.dropout,
             likelihood=m.likelihood,
+            n_labels=n_labels,
         )
         torch.manual_seed(self.cfg.seed)
         return VAE(vae_cfg).to(self.runtime.device)
 
     def fit(self, batches: DataAdapter) -> list[dict[str, float]]:
-        """Train on ``batches.iter_train_batches()``, validating on ``iter_val_batches()``."""
+        """Train on ``batches.iter_train_batches()``, validating on ``iter_val_batches()``.
+
+        Bit-identical on the CPU for the same config, seed and data.
+        """
         self.gene_names = list(batches.gene_names)
-        self.module = self._build(len(self.gene_names))
-        self.history = train_vae(self.module, batches, runtime=self.runtime, cfg=self.cfg.train)
+        self.label_categories = list(batches.label_categories)
+        self.module = self._build(len(self.gene_names), len(self.label_categories))
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            self.history = train_vae(self.module, batches, runtime=self.runtime, cfg=self.cfg)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
         return self.history
 
     def _require_module(self) -> VAE:
@@ -63,26 +75,47 @@ class ModelAdapter:
             raise RuntimeError("the model is not trained or loaded; call fit() or load() first")
         return self.module
 
+    def _inputs(self, batches: Iterable[Batch] | np.ndarray) -> Iterator[torch.Tensor]:
+        """Encoder inputs in chunks: ``Batch.x``, or rows of an array of encoder inputs (log1p
+        counts for count likelihoods, log-normalised values for ``gaussian``)."""
+        n_genes = self._require_module().cfg.n_genes
+        if not isinstance(batches, np.ndarray):
+            yield from (b.x for b in batches)
+            return
+        if batches.ndim != 2 or batches.shape[1] != n_genes:
+            raise ValueError(f"expected an array of shape (cells, {n_genes}), got {batches.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.float32))
+        yield from x.split(PREDICT_CHUNK)
+
     @torch.inference_mode()
     def predict(self, batches: Iterable[Batch] | np.ndarray) -> np.ndarray:
-        """Latent means, shape (cells, latent_dim), for an array of model inputs or batches."""
-        module = self._require_module()
-        module.eval()
+        """Latent means (cells, latent_dim) for batches or an array of encoder inputs."""
+        module = self._require_module().eval()
         device = torch.device(self.runtime.device)
-        if isinstance(batches, np.ndarray):
-            if batches.ndim != 2 or batches.shape[1] != module.cfg.n_genes:
-                raise ValueError(
-                    f"predict() expects an array of shape (cells, {module.cfg.n_genes}), "
-                    f"got {batches.shape}"
-                )
-            x = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.float32))
-            chunks = [x[i : i + 8192] for i in range(0, x.shape[0], 8192)]
-        else:
-            chunks = [b.x for b in batches]
-        means = [module.inference(c.to(device))[0].float().cpu() for c in chunks]
+        means = [module.inference(x.to(device))[0].float().cpu() for x in self._inputs(batches)]
         if not means:
             return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
         return torch.cat(means).numpy()
+
+    @torch.inference_mode()
+    def predict_labels(
+        self, batches: Iterable[Batch] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier head's label (cells,) and class probabilities (cells, classes) for
+        every cell; classes in the order of ``label_categories``."""
+        module = self._require_module().eval()
+        if module.cfg.n_labels == 0:
+            raise RuntimeError(
+                "this model has no classifier head; train with annotation.label_key set"
+            )
+        device = torch.device(self.runtime.device)
+        probs = [
+            torch.softmax(module.classify(module.inference(x.to(device))[0]).float(), -1).cpu()
+            for x in self._inputs(batches)
+        ]
+        proba = torch.cat(probs).numpy() if probs else np.zeros((0, module.cfg.n_labels))
+        labels = np.asarray(self.label_categories, dtype=object)[proba.argmax(1)]
+        return labels, proba
 
     def check_genes(self, gene_names: list[str]) -> None:
         """Fail with what differs when data genes do not match the checkpoint's."""
@@ -109,6 +142,8 @@ class ModelAdapter:
             "format": CHECKPOINT_FORMAT,
             "vae_config": module.cfg.to_dict(),
             "gene_names": self.gene_names,
+            "label_key": self.cfg.annotation.label_key if self.label_categories else None,
+            "label_categories": self.label_categories,
             "seed": self.cfg.seed,
             "torch_version": torch.__version__,
         }
@@ -128,6 +163,7 @@ class ModelAdapter:
         try:
             vae_cfg = VAEConfig.from_dict(meta["vae_config"])
             gene_names = [str(g) for g in meta["gene_names"]]
+            label_categories = [str(c) for c in meta["label_categories"]]
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path / META_FILE} lacks {exc}") from None
         try:
@@ -145,6 +181,12 @@ class ModelAdapter:
             ) from None
         self.module = module.to(self.runtime.device).eval()
         self.gene_names = gene_names
+        self.label_categories = label_categories
+        if len(label_categories) != vae_cfg.n_labels:
+            raise CheckpointError(
+                f"checkpoint {path} has {len(label_categories)} label categories but a head "
+                f"for {vae_cfg.n_labels}"
+            )
         history_file = path / HISTORY_FILE
         self.history = json.loads(history_file.read_text()) if history_file.exists() else []
         return self

@@ -1,4 +1,7 @@
-"""The scVI-style VAE as a plain torch module: tensors in, tensors out; no AnnData here."""
+"""The scVI-style VAE as a plain torch module: tensors in, tensors out; no AnnData here.
+
+Shapes: ``n`` cells, ``g`` genes, ``d`` latent dimensions, ``c`` label classes.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,13 @@ import itertools
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from src.app.core.distributions import log_nb_positive, log_poisson, log_zinb_positive
+
 LOGVAR_CLAMP = 12.0
+COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,7 @@ class VAEConfig:
     hidden_dims: tuple[int, ...]
     dropout: float
     likelihood: str
+    n_labels: int = 0  # 0: no classifier head
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden_dims": list(self.hidden_dims)}
@@ -31,11 +39,12 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Per-batch means over cells of each loss term."""
+    """Means over the cells of a batch; ``classification`` is 0 without labelled cells."""
 
     loss: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    classification: torch.Tensor
 
 
 def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -52,7 +61,12 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 class VAE(nn.Module):
-    """Encoder MLP -> Gaussian latent -> reparameterisation -> decoder MLP."""
+    """Encoder MLP -> Gaussian latent -> reparameterisation -> decoder MLP (+ classifier head).
+
+    With a count likelihood the decoder gives gene proportions that scale with the observed
+    library size (as scVI does), with one dispersion per gene; with ``gaussian`` it gives the
+    mean of the log-normalised values (MSE).
+    """
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -61,26 +75,73 @@ class VAE(nn.Module):
         self.encoder = mlp([cfg.n_genes, *hidden], cfg.dropout)
         self.z_mean = nn.Linear(hidden[-1], cfg.latent_dim)
         self.z_logvar = nn.Linear(hidden[-1], cfg.latent_dim)
-        self.decoder = mlp([cfg.latent_dim, *reversed(hidden)], cfg.dropout)
-        self.x_mean = nn.Linear(hidden[0], cfg.n_genes)
+        self.decoder = mlp([cfg.latent_dim, *reversed(hidden)], 0.0)
+        self.x_out = nn.Linear(hidden[0], cfg.n_genes)
+        if cfg.likelihood in ("nb", "zinb"):
+            self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))  # gene-wise dispersion
+        if cfg.likelihood == "zinb":
+            self.zi_out = nn.Linear(hidden[0], cfg.n_genes)
+        if cfg.n_labels > 0:
+            self.classifier = nn.Sequential(
+                nn.Linear(cfg.latent_dim, hidden[-1]),
+                nn.ReLU(),
+                nn.Linear(hidden[-1], cfg.n_labels),
+            )
 
     def inference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (cells, genes) -> latent mean and log-variance, each (cells, latent_dim)."""
+        """x (n, g) -> latent mean and log-variance, each (n, d)."""
         h = self.encoder(x)
-        logvar = self.z_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
-        return self.z_mean(h), logvar
+        return self.z_mean(h), self.z_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
 
-    def generative(self, z: torch.Tensor) -> torch.Tensor:
-        """z (cells, latent_dim) -> reconstructed mean (cells, genes)."""
-        return self.x_mean(self.decoder(z))
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """z (n, d) -> class logits (n, c)."""
+        return self.classifier(z)
 
-    def loss(self, x: torch.Tensor, *, kl_weight: float = 1.0) -> LossTerms:
-        """Negative ELBO: Gaussian (MSE) reconstruction summed over genes plus KL to N(0, I)."""
+    def log_likelihood(
+        self, z: torch.Tensor, target: torch.Tensor, library: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-cell log-likelihood (n,) of ``target`` (n, g) given z (n, d).
+
+        ``library`` (n, 1) is the log of each cell's total counts (count likelihoods only). For
+        count likelihoods the constant ``-sum log(x!)`` is left out; the caller adds it.
+        """
+        h = self.decoder(z)
+        out = self.x_out(h).float()
+        zero = torch.zeros((), device=target.device)
+        if self.cfg.likelihood == "gaussian":
+            return -0.5 * (out - target).pow(2).sum(-1)
+        mu = torch.exp(F.log_softmax(out, dim=-1) + library)  # (n, g) expected counts
+        if self.cfg.likelihood == "poisson":
+            return log_poisson(target, mu, lgamma_x1=zero).sum(-1)
+        theta = self.log_theta.float().exp()
+        if self.cfg.likelihood == "nb":
+            return log_nb_positive(target, mu, theta, lgamma_x1=zero).sum(-1)
+        zi_logits = self.zi_out(h).float()
+        return log_zinb_positive(target, mu, theta, zi_logits, lgamma_x1=zero).sum(-1)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        library: torch.Tensor,
+        labels: torch.Tensor,
+        kl_weight: float = 1.0,
+        classification_weight: float = 0.0,
+    ) -> LossTerms:
+        """Negative ELBO (reconstruction + weighted KL) plus the weighted cross-entropy of the
+        classifier on labelled cells (``labels >= 0``); every term a mean over the batch."""
         mean, logvar = self.inference(x)
+        mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        x_hat = self.generative(z)
-        recon = 0.5 * (x_hat.float() - x).pow(2).sum(-1)  # (cells,)
-        kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).sum(-1)
-        return LossTerms(
-            loss=(recon + kl_weight * kl).mean(), reconstruction=recon.mean(), kl=kl.mean()
-        )
+        recon = -self.log_likelihood(z, target, library)  # (n,)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)  # (n,)
+        ce = torch.zeros((), device=x.device)
+        if self.cfg.n_labels > 0:
+            # all cells through the head, unlabelled ones masked out: no data-dependent shapes,
+            # so no host-device sync; a mean over the batch like the other terms
+            known = (labels >= 0).float()
+            logits = self.classify(mean).float()
+            ce = (F.cross_entropy(logits, labels.clamp(min=0), reduction="none") * known).mean()
+        total = (recon + kl_weight * kl).mean() + classification_weight * ce
+        return LossTerms(loss=total, reconstruction=recon.mean(), kl=kl.mean(), classification=ce)

@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import time
 from collections.abc import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from src.app.config import TrainConfig
+from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
-from src.app.core.nn import VAE
+from src.app.core.nn import VAE, LossTerms
 from src.app.machine import Runtime
 
-GRAD_CLIP_NORM = 10.0
+log = logging.getLogger(__name__)
+
+
+def kl_weight(epoch: int, *, warmup_epochs: int) -> float:
+    """Linear KL warm-up: 1/warmup at the first epoch up to 1 at ``warmup_epochs`` (0: always 1)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, (epoch + 1) / warmup_epochs)
+
+
+class EarlyStopping:
+    """Stop when the monitored loss has not improved for ``patience`` epochs (0: never) and
+    keep a copy of the best weights."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def step(self, loss: float, epoch: int, module: torch.nn.Module) -> bool:
+        """Record ``loss`` of ``epoch``; returns True when training should stop."""
+        if loss < self.best:
+            self.best, self.best_epoch = loss, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+        return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
 def _autocast(runtime: Runtime) -> contextlib.AbstractContextManager:
@@ -23,48 +50,69 @@ def _autocast(runtime: Runtime) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def batch_loss(module: VAE, batch: Batch, cfg: Config, *, kl: float) -> LossTerms:
+    return module.loss(
+        batch.x,
+        batch.target,
+        library=batch.library,
+        labels=batch.labels,
+        kl_weight=kl,
+        classification_weight=cfg.annotation.classification_weight,
+    )
+
+
 @torch.no_grad()
-def mean_loss(module: VAE, batches: Iterator[Batch], runtime: Runtime) -> float | None:
-    """Cell-weighted mean loss over ``batches`` in eval mode; None when there are none."""
+def mean_loss(module: VAE, batches: Iterator[Batch], cfg: Config, runtime: Runtime) -> float | None:
+    """Cell-weighted mean of the full loss (KL weight 1) over ``batches``; None if empty."""
     module.eval()
     total, n = 0.0, 0
     for batch in batches:
         with _autocast(runtime):
-            terms = module.loss(batch.x)
-        total += float(terms.loss) * batch.x.shape[0]
-        n += batch.x.shape[0]
+            terms = batch_loss(module, batch, cfg, kl=1.0)
+        total += float(terms.loss) * batch.n_cells
+        n += batch.n_cells
     return total / n if n else None
 
 
 def train_vae(
-    module: VAE, data: DataAdapter, *, runtime: Runtime, cfg: TrainConfig
+    module: VAE, data: DataAdapter, *, runtime: Runtime, cfg: Config
 ) -> list[dict[str, float]]:
-    """Fit ``module`` for ``runtime.epochs`` epochs; returns the per-epoch history."""
-    opt = torch.optim.Adam(module.parameters(), lr=runtime.lr, weight_decay=cfg.weight_decay)
+    """Fit ``module``; returns the per-epoch history. With early stopping (patience > 0 and a
+    validation split) the best weights by validation loss are restored at the end."""
+    tc = cfg.train
+    opt = torch.optim.Adam(module.parameters(), lr=runtime.lr, weight_decay=tc.weight_decay)
+    stopper = EarlyStopping(tc.early_stopping_patience)
     history: list[dict[str, float]] = []
     bar = tqdm(range(runtime.epochs), desc="train", unit="epoch", mininterval=1.0)
     for epoch in bar:
         start = time.perf_counter()
+        kl = kl_weight(epoch, warmup_epochs=tc.kl_warmup_epochs)
         module.train()
-        sums = torch.zeros(3, device=runtime.device)  # loss, reconstruction, kl (cell sums)
+        sums = torch.zeros(4, device=runtime.device)  # loss, reconstruction, kl, classification
         n_cells = 0
         for batch in data.iter_train_batches():
             with _autocast(runtime):
-                terms = module.loss(batch.x)
+                terms = batch_loss(module, batch, cfg, kl=kl)
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP_NORM)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), tc.grad_clip_norm)
             opt.step()
-            n = batch.x.shape[0]
-            sums += torch.stack([terms.loss, terms.reconstruction, terms.kl]).detach() * n
-            n_cells += n
-        loss, recon, kl = (sums / max(n_cells, 1)).tolist()
-        val = mean_loss(module, data.iter_val_batches(), runtime)
-        row = {"epoch": epoch + 1, "train_loss": loss, "reconstruction": recon, "kl": kl}
+            parts = torch.stack([terms.loss, terms.reconstruction, terms.kl, terms.classification])
+            sums += parts.detach() * batch.n_cells
+            n_cells += batch.n_cells
+        loss, recon, kl_term, ce = (sums / max(n_cells, 1)).tolist()
+        row = {"epoch": epoch + 1, "train_loss": loss, "reconstruction": recon, "kl": kl_term}
+        row |= {"classification": ce, "kl_weight": kl}
+        val = mean_loss(module, data.iter_val_batches(), cfg, runtime)
         if val is not None:
             row["val_loss"] = val
         row["seconds"] = time.perf_counter() - start
         history.append(row)
-        bar.set_postfix(loss=f"{loss:.2f}", val=f"{val:.2f}" if val is not None else "-")
+        bar.set_postfix(loss=f"{loss:.1f}", val=f"{val:.1f}" if val is not None else "-")
+        if val is not None and stopper.step(val, epoch, module):
+            log.info("early stopping at epoch %d; best epoch %d", epoch + 1, stopper.best_epoch + 1)
+            break
+    if stopper.patience > 0 and stopper.best_state is not None:
+        module.load_state_dict(stopper.best_state)
     module.eval()
     return history

@@ -1,0 +1,134 @@
+"""Count likelihoods, the classifier head, KL warm-up and early stopping on synthetic counts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from src.app.core.data_adapter import DataAdapter, visible_label_mask
+from src.app.core.model_adapter import ModelAdapter
+from src.app.core.nn import VAE, VAEConfig
+from src.app.core.train_loop import EarlyStopping, kl_weight
+from src.app.errors import DataError
+from tests.conftest import replace, small_config
+
+
+def test_kl_weight_schedule():
+    assert [kl_weight(e, warmup_epochs=4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight(0, warmup_epochs=0) == 1.0
+
+
+def test_early_stopping_tracks_best_and_stops():
+    module = torch.nn.Linear(2, 1)
+    stopper = EarlyStopping(patience=2)
+    losses = [5.0, 4.0, 4.5, 4.2]
+    stops = []
+    for epoch, loss in enumerate(losses):
+        with torch.no_grad():
+            module.weight.fill_(epoch)
+        stops.append(stopper.step(loss, epoch, module))
+    assert stops == [False, False, False, True]
+    assert stopper.best_epoch == 1
+    assert torch.all(stopper.best_state["weight"] == 1)
+    assert not EarlyStopping(0).step(1.0, 10, module)
+
+
+def test_visible_labels_are_stratified_and_seeded():
+    labels = pd.Series(["a"] * 90 + ["b"] * 8 + ["rare"] * 2 + [None] * 5)
+    mask = visible_label_mask(labels, fraction=0.1, seed=0)
+    assert mask[:90].sum() == 9
+    assert mask[90:98].sum() == 1
+    assert mask[98:100].sum() == 1  # at least one per class
+    assert not mask[100:].any()
+    assert (mask == visible_label_mask(labels, fraction=0.1, seed=0)).all()
+    assert (mask != visible_label_mask(labels, fraction=0.1, seed=1)).any()
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+def test_count_likelihoods_train_and_lower_the_loss(tmp_path, runtime, pre_adata, likelihood):
+    cfg = small_config(tmp_path, model={"likelihood": likelihood})
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    batch = next(data.iter_all_batches())
+    assert torch.equal(batch.x, torch.log1p(batch.target))  # encoder sees log1p counts
+    assert torch.allclose(batch.library.exp().squeeze(1), batch.target.sum(1))
+    model = ModelAdapter(cfg, runtime=replace(runtime, epochs=6))
+    history = model.fit(data)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert np.isfinite(model.predict(data.iter_all_batches())).all()
+
+
+def test_count_likelihood_refuses_non_integer_counts(tmp_path, runtime, pre_adata):
+    bad = pre_adata.copy()
+    bad.layers["counts"] = bad.layers["counts"].toarray() + 0.5
+    cfg = small_config(tmp_path, model={"likelihood": "nb"})
+    with pytest.raises(DataError, match="non-negative integer counts"):
+        DataAdapter(cfg, runtime=runtime, adata=bad)
+    del bad.layers["counts"]
+    with pytest.raises(DataError, match="layers"):
+        DataAdapter(cfg, runtime=runtime, adata=bad)
+
+
+def test_classifier_head_predicts_every_cell(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path, annotation={"label_fraction": 0.2})
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    labels = pre_adata.obs["cell_type_coarse"]
+    assert data.label_categories == sorted(labels.dropna().unique())
+    assert data.dataset_info()["n_labels_visible"] < labels.notna().sum()
+    model = ModelAdapter(cfg, runtime=replace(runtime, epochs=30, lr=0.01))
+    model.fit(data)
+    predicted, proba = model.predict_labels(data.iter_all_batches())
+    assert proba.shape == (pre_adata.n_obs, len(data.label_categories))
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    hidden = labels.notna().to_numpy() & ~data.label_visible
+    accuracy = (predicted[hidden] == labels.to_numpy()[hidden]).mean()
+    assert accuracy > 0.8  # well-separated synthetic types
+
+
+def test_head_survives_save_and_load(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path)
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    model = ModelAdapter(cfg, runtime=runtime)
+    model.fit(data)
+    model.save(tmp_path / "m")
+    loaded = ModelAdapter(cfg, runtime=runtime).load(tmp_path / "m")
+    assert loaded.label_categories == model.label_categories
+    a = model.predict_labels(data.iter_all_batches())[1]
+    b = loaded.predict_labels(data.iter_all_batches())[1]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_no_head_without_label_key(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path, annotation={"label_key": None})
+    model = ModelAdapter(cfg, runtime=runtime)
+    model.fit(DataAdapter(cfg, runtime=runtime, adata=pre_adata))
+    with pytest.raises(RuntimeError, match="no classifier head"):
+        model.predict_labels(np.zeros((2, pre_adata.n_vars), dtype=np.float32))
+    with pytest.raises(DataError, match=r"annotation\.label_key"):
+        DataAdapter(
+            small_config(tmp_path, annotation={"label_key": "nope"}),
+            runtime=runtime,
+            adata=pre_adata,
+        )
+
+
+def test_early_stopping_restores_best_weights(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path, train={"early_stopping_patience": 1, "lr": 0.05})
+    model = ModelAdapter(cfg, runtime=replace(runtime, epochs=30, lr=0.05))
+    history = model.fit(DataAdapter(cfg, runtime=runtime, adata=pre_adata))
+    val = [row["val_loss"] for row in history]
+    assert len(history) < 30  # stopped early
+    assert val.index(min(val)) == len(val) - 2  # patience 1: one epoch past the best
+
+
+def test_gradients_finite_on_extreme_counts():
+    cfg = VAEConfig(
+        n_genes=5, latent_dim=2, hidden_dims=(8,), dropout=0.0, likelihood="zinb", n_labels=2
+    )
+    module = VAE(cfg)
+    target = torch.tensor([[0.0, 1e5, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    terms = module.loss(
+        torch.log1p(target), target, library=target.sum(1, keepdim=True).log(), labels=torch.tensor([1, -1]),
+        classification_weight=10.0,
+    )  # fmt: skip
+    terms.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
