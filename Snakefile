@@ -1,6 +1,8 @@
-# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> plot
+# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> plot, for each run.
 # run config: config/default.yaml (or --config app_config=PATH), APP__SECTION__KEY env overrides;
-# machine profile: config.yml (created by scripts/generate_config.sh on the first run).
+# several runs side by side: `runs` (run id -> overrides) in a --configfile;
+# machine profile: config.yml (created by scripts/generate_config.sh on the first run), which sets
+# each job's threads and resources and, for a local run, the global RAM and GPU limits.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,13 +11,13 @@ min_version("9.0")
 include: "workflow/rules/common.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 rule all:
-    input:
-        LAYOUT.metrics,
-        LAYOUT.latent,
-        LAYOUT.umap,
-        LAYOUT.config_used,
     default_target: True
+    input:
+        final_outputs(),
 
 
 include: "workflow/rules/download.smk"
@@ -24,3 +26,4 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/plot.smk"
+include: "workflow/rules/summary.smk"

@@ -1,46 +1,149 @@
-"""The Snakefile on a tiny synthetic data set: a dry-run plan, then a real run and a no-op rerun."""
+"""The Snakefile on a tiny synthetic data set: dry-run plans (resources from config.yml, the rerun
+matrix, the SLURM profile), a real run that keeps no intermediates, its report and rule graph.
+The Snakemake calls run in the background (see conftest.py); these tests check their results."""
 
 import json
+import shutil
 import subprocess
 
+import h5py
 import numpy as np
-import yaml
+import pytest
 
-from tests.workflow.conftest import snakemake_cmd, write_tiny_workdir
+from tests.workflow.conftest import MATRIX_CHANGES, ROOT, STAGES, planned_jobs
 
-STAGES = ["download", "preprocess", "train", "embed", "evaluate", "plot"]
+COMPUTE = ["preprocess", "train", "embed", "evaluate", "plot"]
 
 
-def snakemake(workdir, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        snakemake_cmd(workdir, *args), capture_output=True, text=True, check=False
-    )
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
 
-def planned_jobs(proc: subprocess.CompletedProcess) -> set[str]:
-    return {
-        line.split()[1].rstrip(":") for line in proc.stdout.splitlines() if line.startswith("rule ")
+def test_dry_run_plans_every_stage_within_the_machine_profile(fresh_folder):
+    workdir, calls = fresh_folder  # config.yml: 1 thread, 2 GB, no GPU; --cores 4
+    jobs = planned_jobs(ok(calls["plan"]))
+    assert {job.rule for job in jobs} >= {*STAGES, "all", "config_used"}
+    assert "summary" not in {job.rule for job in jobs}  # one run: results/tiny/ only
+    assert {job.run for job in jobs if job.rule in COMPUTE} == {"tiny"}
+    assert not (workdir / "results").exists()
+    for job in jobs:
+        assert job.threads == 1, job
+        assert int(job.resources.get("mem_mb", 0)) <= 2048, job
+        assert "gpu" not in job.resources, job
+    # a stage's code is an input of its rule, followed through imports
+    inputs = {job.rule: {path.rsplit("/", 1)[-1] for path in job.input} for job in jobs}
+    assert {"viz.py"} <= inputs["plot"]
+    assert "nn.py" not in inputs["plot"]
+    assert {"train.py", "train_loop.py", "nn.py", "model_adapter.py"} <= inputs["train"]
+    assert {"eval.py"} <= inputs["evaluate"]
+
+
+def test_threads_memory_and_gpu_follow_the_machine_profile(rerun_matrix):
+    _, plan = rerun_matrix  # config.yml: 3 threads, 3 GB, a 4 GB GPU; --cores 8
+    jobs = [job for job in planned_jobs(plan) if job.rule != "all"]
+    assert {job.rule for job in jobs} >= set(STAGES)
+    for job in jobs:
+        assert int(job.resources["mem_mb"]) <= 3 * 1024, job
+        assert job.threads == (3 if job.rule in COMPUTE else 1), job
+        assert job.resources.get("gpu") == ("1" if job.rule in ("train", "embed") else None), job
+
+
+def test_rerun_matrix_reruns_only_stale_stages(rerun_matrix):
+    _, plan = rerun_matrix
+    planned: dict[str, set[str]] = {}
+    for job in planned_jobs(plan):
+        # a download counts for the run that reads its source
+        run = job.run or {"tiny2": "source"}.get(job.wildcards.get("source"))
+        if job.rule in STAGES and run is not None:
+            planned.setdefault(run, set()).add(job.rule)
+    expected = {
+        "train_key": {"train", "embed", "evaluate", "plot"},
+        "plot_key": {"plot"},
+        "eval_key": {"evaluate"},
+        "source": set(STAGES),
     }
+    assert set(MATRIX_CHANGES) - set(expected) == {"same"}
+    # "same" had no change, only a config.yml with other threads, memory and GPU
+    assert planned == expected
+    # the runs' metrics changed, so the table across runs is rebuilt
+    assert "summary" in {job.rule for job in planned_jobs(plan)}
 
 
-def test_dry_run_plans_every_stage(tmp_path):
-    write_tiny_workdir(tmp_path)
-    proc = snakemake(tmp_path, "-n")
-    assert planned_jobs(proc) >= {*STAGES, "all"}
-    assert not (tmp_path / "results").exists()
-
-
-def test_end_to_end_then_nothing_to_do(e2e_run):
-    run = e2e_run / "results" / "tiny"
+def test_end_to_end_keeps_no_intermediates_then_nothing_to_do(e2e_run):
+    workdir, after = e2e_run
+    run = workdir / "results" / "tiny"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["f1_macro"] <= 1
     latent = np.load(run / "latent.npy")
     assert latent.shape[1] == 4
+    with h5py.File(run / "embedded.h5ad") as f:
+        assert f["obsm"]["X_vae"].shape == latent.shape
     assert (run / "figures" / "umap.png").stat().st_size > 0
-    assert yaml.safe_load((run / "config.used.yaml").read_text())["run_id"] == "tiny"
-    for stage in STAGES:
-        assert (e2e_run / "logs" / "tiny" / f"{stage}.log").exists(), stage
-    again = snakemake(e2e_run, "-n")
+    assert (run / "model").is_dir()
+    assert (run / "config.used.yaml").exists()
+    # keep_intermediate_files: false -> the temp() intermediate is gone, the raw download is not
+    assert not (run / "preprocessed.h5ad").exists()
+    assert (workdir / "resources" / "raw" / "tiny.h5ad").exists()
+    for stage in COMPUTE:
+        assert (workdir / "logs" / "tiny" / f"{stage}.log").exists(), stage
+        assert (workdir / "benchmarks" / "tiny" / f"{stage}.tsv").exists(), stage
+    assert (workdir / "logs" / "download" / "tiny.log").exists()
+    again = ok(after["again"])
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_report_holds_the_umap_and_metrics(e2e_run):
+    workdir, after = e2e_run
+    ok(after["report"])
+    html = (workdir / "report.html").read_text()
+    assert "umap.png" in html
+    assert "metrics.json" in html
+    assert "UMAP of the VAE latent space" in html  # the caption
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz (dot) is not installed")
+def test_rulegraph_renders_to_svg(fresh_folder):
+    _, calls = fresh_folder
+    graph = ok(calls["rulegraph"]).stdout
+    assert graph.lstrip().startswith("digraph")
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=graph, capture_output=True, text=True, check=True
+    ).stdout
+    assert "<svg" in svg
+    for stage in STAGES:
+        assert f">{stage}<" in svg, stage
+
+
+def test_slurm_profile_dry_run_shows_slurm_resources(fresh_folder):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    _, calls = fresh_folder
+    jobs = {job.rule: job for job in planned_jobs(ok(calls["slurm"]))}
+    assert jobs["train"].resources["slurm_partition"] == "gpu"
+    assert jobs["train"].resources["gpu"] == "1"
+    assert jobs["train"].resources["mem_mb"] == "8000"
+    assert jobs["plot"].resources["slurm_partition"] == "cpu"
+    assert "slurm_account" in jobs["evaluate"].resources
+
+
+def test_lint_reports_nothing(fresh_folder):
+    _, calls = fresh_folder
+    lint = calls["lint"]
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations" in lint.stdout + lint.stderr
+
+
+def test_snakefmt_check_passes():
+    snakefmt = shutil.which("snakefmt", path=str(ROOT / ".venv" / "bin")) or shutil.which(
+        "snakefmt"
+    )
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed")
+    proc = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "workflow"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

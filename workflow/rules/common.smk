@@ -1,36 +1,287 @@
-# helpers shared by the rules: the run config (same loader as the CLI), the machine profile and
-# the run's file layout.
+# helpers shared by the rules: the run configs (validated against the schema generated from
+# src/app/config.py, then built by the CLI's own loader), the machine profile and the resources it
+# gives each job, and the files of each run. Rules use `{run_id}` (and download `{source}`)
+# wildcards, so several runs side by side are separate jobs of one DAG.
+import ast
+import dataclasses
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from src.app.config import SOURCE_PBMC3K, load_config
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from src.app.config import (
+    SOURCE_PBMC3K,
+    apply_env_overrides,
+    check_safe_name,
+    config_from_dict,
+    config_to_dict,
+    read_yaml,
+)
+from src.app.core.data import source_name
 from src.app.layout import RunLayout, raw_path
-from src.app.machine import load_machine_profile
+from src.app.machine import load_machine_profile, resolve_runtime
 
-BASEDIR = Path(workflow.basedir)
-APP_CONFIG = str(config.get("app_config", BASEDIR / "config" / "default.yaml"))
-CFG = load_config(APP_CONFIG)
-LAYOUT = RunLayout.of(CFG)
-RAW = raw_path(CFG)
-LOGS = Path(CFG.paths.logs) / CFG.run_id
+REPO = Path(workflow.basedir)
+CORE = REPO / "src" / "app" / "core"
+SCRIPTS = REPO / "workflow" / "scripts"
+APP_SCHEMA = "../schemas/config.schema.yaml"
 
-if not Path(CFG.paths.machine_profile).exists():
+
+def shown(path):
+    """``path`` relative to the working folder when inside it (shorter commands and logs)."""
+    path = Path(path).absolute()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+# --- run configs --------------------------------------------------------------------------------
+
+validate(config, "../schemas/workflow.schema.yaml")
+APP_CONFIG = str(shown(config.get("app_config", REPO / "config" / "default.yaml")))
+
+
+def override_env(overrides, prefix="APP__"):
+    """A run's overrides as the loader's environment overrides: {"model": {"likelihood": "nb"}}
+    -> {"APP__MODEL__LIKELIHOOD": "nb"}; values the loader would read as another type are
+    written as JSON, which is YAML ("001" -> '"001"')."""
+    env = {}
+    for key, value in overrides.items():
+        name = f"{prefix}{key.upper()}"
+        if isinstance(value, dict):
+            env.update(override_env(value, f"{name}__"))
+        elif isinstance(value, str) and yaml.safe_load(value) == value:
+            env[name] = value
+        else:
+            env[name] = json.dumps(value)
+    return env
+
+
+def load_run(run_env):
+    """Run config file + process environment + ``run_env``, checked by the schema (which also
+    fills defaults), then built by the same loader the CLI uses in the job."""
+    data = apply_env_overrides(read_yaml(APP_CONFIG), {**os.environ, **run_env})
+    validate(data, APP_SCHEMA)
+    return config_from_dict(data)
+
+
+BASE = load_run({})
+if config.get("runs"):
+    # `runs: {run_id: overrides}`: each run is the base config with its overrides
+    RUN_ENV = {}
+    for key, overrides in config["runs"].items():
+        run_id = check_safe_name(str(key), f"runs.{key}")
+        fixed = sorted({"run_id", "paths"} & set(overrides or {}))
+        if fixed:
+            raise WorkflowError(f"runs.{run_id}: '{fixed[0]}' is shared by all runs")
+        RUN_ENV[run_id] = override_env({**(overrides or {}), "run_id": run_id})
+else:
+    RUN_ENV = {BASE.run_id: {}}
+RUNS = {run_id: load_run(env) for run_id, env in RUN_ENV.items()}
+
+# download: one job per data source, shared by the runs that read it
+SOURCES = {}
+for run_id, cfg in RUNS.items():
+    first = SOURCES.setdefault(source_name(cfg.data.source), run_id)
+    if RUNS[first].data != cfg.data:
+        raise WorkflowError(
+            f"runs {first} and {run_id} name the same source file with other data settings"
+        )
+
+# --- machine profile and file patterns ----------------------------------------------------------
+
+if not Path(BASE.paths.machine_profile).exists():
     # the workflow's first step on a new machine: write the machine profile
-    print(f"{CFG.paths.machine_profile} not found; running scripts/generate_config.sh", file=sys.stderr)
+    print(
+        f"{BASE.paths.machine_profile} not found; running scripts/generate_config.sh",
+        file=sys.stderr,
+    )
     subprocess.run(
-        ["bash", str(BASEDIR / "scripts" / "generate_config.sh"), CFG.paths.machine_profile],
+        [
+            "bash",
+            str(REPO / "scripts" / "generate_config.sh"),
+            BASE.paths.machine_profile,
+        ],
         check=True,
         env={**os.environ, "PYTHON": sys.executable},
     )
-PROFILE = load_machine_profile(CFG.paths.machine_profile)
+PROFILE = load_machine_profile(BASE.paths.machine_profile)
 
-# every job runs the CLI with this interpreter and the same run config (env overrides inherited)
-CLI = f"{shlex.quote(sys.executable)} -m src.app.cli --config {shlex.quote(APP_CONFIG)}"
+# file patterns; layout.py stays the one definition of where a run's files live
+RUN = RunLayout(Path(BASE.paths.results) / "{run_id}")
+RAW = Path(BASE.paths.resources) / "raw" / "{source}.h5ad"
+LOGS = Path(BASE.paths.logs) / "{run_id}"
+BENCHMARKS = Path("benchmarks") / "{run_id}"
+SUMMARY = Path(BASE.paths.results) / "runs_summary.tsv"
+ALL_KEYS = tuple(config_to_dict(BASE))
+# software of every rule for `--sdm conda`; by default jobs use the environment running Snakemake
+ENV = "../envs/cellvae.yaml"
+for run_id, cfg in RUNS.items():
+    assert RunLayout.of(cfg).root == Path(str(RUN.root).format(run_id=run_id)), run_id
+    assert raw_path(cfg) == Path(str(RAW).format(source=source_name(cfg.data.source)))
 
 
-def source_input():
-    """The download rule's input: the local source file or folder, none for a download."""
-    return [] if CFG.data.source == SOURCE_PBMC3K else [CFG.data.source]
+wildcard_constraints:
+    run_id="|".join(map(re.escape, RUNS)),
+    source="|".join(map(re.escape, SOURCES)),
+
+
+def run_id_of(wildcards):
+    """A job's run (for download: the first run that reads its source)."""
+    return getattr(wildcards, "run_id", None) or SOURCES[wildcards.source]
+
+
+def run_of(wildcards):
+    return RUNS[run_id_of(wildcards)]
+
+
+def source_files(wildcards):
+    """Download inputs: a local source file or folder and the label table, where named."""
+    data = run_of(wildcards).data
+    return [
+        p for p in (data.source, data.labels) if p is not None and p != SOURCE_PBMC3K
+    ]
+
+
+def raw_of(wildcards):
+    return raw_path(run_of(wildcards))
+
+
+def final_outputs():
+    """What a run is for; the intermediate preprocessed.h5ad (temp() when not kept) is left out."""
+    names = ("model_dir", "latent", "embedded", "metrics", "umap", "config_used")
+    files = [str(getattr(RUN, name)) for name in names]
+    return expand(files, run_id=RUNS) + ([SUMMARY] if len(RUNS) > 1 else [])
+
+
+# --- the job's command and what reruns it -------------------------------------------------------
+
+# jobs run `python` of this environment (a conda env of `--sdm conda` goes before it on PATH)
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+)
+
+
+def cli(wildcards, threads):
+    """``python -m src.app.cli --config FILE`` for a job, after its run's APP__ overrides.
+
+    Naming ``threads`` makes Snakemake treat this param as derived from the job, so it is not
+    recorded: the config file's name is not a result, and override changes reach each stage
+    through the keys it reads (``config_keys``)."""
+    env = " ".join(
+        f"{name}={shlex.quote(value)}"
+        for name, value in RUN_ENV[run_id_of(wildcards)].items()
+    )
+    return f"{env} python -m src.app.cli --config {shlex.quote(APP_CONFIG)}".strip()
+
+
+def config_keys(*keys):
+    """Params: the config keys (``section`` or ``section.key``) a stage reads; a change reruns it
+    and, through its outputs, the stages after it."""
+
+    def values(wildcards):
+        data = config_to_dict(run_of(wildcards))
+        out = {}
+        for key in keys:
+            node = data
+            for part in key.split("."):
+                node = node[part]
+            out[key] = node
+        return out
+
+    return values
+
+
+def machine_defaults(wildcards):
+    """Params of train: epochs, batch size and learning rate, which come from config.yml where
+    the run config leaves them null (threads, memory and device do not change results).
+    """
+    train = dataclasses.replace(run_of(wildcards).train, device="cpu")
+    runtime = resolve_runtime(PROFILE, train, cuda_available=False)
+    return {
+        "epochs": runtime.epochs,
+        "batch_size": runtime.batch_size,
+        "lr": runtime.lr,
+    }
+
+
+def stage_code(module):
+    """The stage's core modules in src/app/core, followed through their imports, as inputs:
+    editing one reruns the stage (and the stages after it)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((CORE / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for full in names:
+                part = full.removeprefix("src.app.core.")
+                if part != full and "." not in part and (CORE / f"{part}.py").exists():
+                    todo.append(part)
+    return [str(shown(CORE / f"{name}.py")) for name in sorted(seen)]
+
+
+def intermediate(path):
+    """``temp()`` unless config.yml keeps intermediate files. Only preprocessed.h5ad is one:
+    embedded.h5ad holds the same data, and the small latent.npy is a result of its own.
+    """
+    return path if PROFILE.keep_intermediate_files else temp(path)
+
+
+# --- resources ----------------------------------------------------------------------------------
+
+# RAM: a run may use max_ram_usage_gb; a job that loads the expression matrix gets that less a
+# headroom for Snakemake and the OS, evaluate and plot (latent and labels only) half of it, so
+# they can run side by side; bookkeeping jobs a little
+BUDGET_MB = int(PROFILE.max_ram_usage_gb * 1024)
+JOB_MB = BUDGET_MB - min(max(512, BUDGET_MB // 10), BUDGET_MB // 2)
+STAGE_MB = {"evaluate": JOB_MB // 2, "plot": JOB_MB // 2}
+SMALL_MB = min(512, JOB_MB // 2)
+GPU_STAGES = ("train", "embed")
+# wall-clock minutes, for cluster schedulers
+RUNTIME_MIN = {"train": 240, "evaluate": 60}
+
+if workflow.global_resources["_nodes"].value is None and not workflow.remote_exec:
+    # a local run (no --jobs for a cluster, not a cluster job): jobs together stay within
+    # config.yml's RAM and GPU, unless --resources says otherwise
+    if "mem_mb" not in workflow.global_resources:
+        workflow.register_resource("mem_mb", BUDGET_MB)
+    if "gpu" not in workflow.global_resources:
+        workflow.register_resource("gpu", 1 if PROFILE.gpu_vram_gb > 0 else 0)
+
+
+def threads_for(stage):
+    """annotation_threads for compute stages (the CLI sets torch / OpenMP threads from the same
+    key); bookkeeping is single-threaded."""
+    return (
+        1
+        if stage in ("download", "config_used", "summary")
+        else PROFILE.annotation_threads
+    )
+
+
+def resources_for(stage):
+    """``mem_mb`` (more on each retry; a local run clamps it to the global limit), ``runtime`` and,
+    for train and embed on a machine with a GPU, ``gpu``."""
+    base_mb = (
+        SMALL_MB if stage in ("config_used", "summary") else STAGE_MB.get(stage, JOB_MB)
+    )
+    out = {
+        "mem_mb": lambda wildcards, attempt: base_mb * attempt,
+        "runtime": RUNTIME_MIN.get(stage, 30),
+    }
+    if stage in GPU_STAGES and PROFILE.gpu_vram_gb > 0:
+        out["gpu"] = 1
+    return out

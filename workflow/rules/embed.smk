@@ -1,12 +1,23 @@
 rule embed:
     input:
-        model=LAYOUT.model_dir,
-        data=LAYOUT.preprocessed,
+        model=RUN.model_dir,
+        data=RUN.preprocessed,
+        code=stage_code("embed"),
     output:
-        latent=LAYOUT.latent,
-        h5ad=LAYOUT.embedded,
+        latent=RUN.latent,
+        h5ad=RUN.embedded,
     log:
         LOGS / "embed.log",
+    benchmark:
+        BENCHMARKS / "embed.tsv"
+    conda:
+        ENV
+    threads: threads_for("embed")
+    resources:
+        **resources_for("embed"),
+    params:
+        cfg=config_keys("annotation"),
+        cli=cli,
     shell:
-        "{CLI} embed --model_dir {input.model} --input {input.data}"
+        "{params.cli} embed --model_dir {input.model} --input {input.data}"
         " --latent {output.latent} --output {output.h5ad} > {log} 2>&1"

@@ -1,10 +1,27 @@
 rule evaluate:
     input:
-        latent=LAYOUT.latent,
-        data=LAYOUT.embedded,
+        latent=RUN.latent,
+        data=RUN.embedded,
+        code=stage_code("eval"),
     output:
-        LAYOUT.metrics,
+        report(
+            RUN.metrics,
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"run": "{run_id}", "file": "metrics.json"},
+        ),
     log:
         LOGS / "evaluate.log",
+    benchmark:
+        BENCHMARKS / "evaluate.tsv"
+    conda:
+        ENV
+    threads: threads_for("evaluate")
+    resources:
+        **resources_for("evaluate"),
+    params:
+        cfg=config_keys("eval", "seed"),
+        cli=cli,
     shell:
-        "{CLI} evaluate --latent {input.latent} --input {input.data} --output {output} > {log} 2>&1"
+        "{params.cli} evaluate --latent {input.latent} --input {input.data} --output {output}"
+        " > {log} 2>&1"

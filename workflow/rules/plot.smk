@@ -1,23 +1,50 @@
 rule plot:
     input:
-        latent=LAYOUT.latent,
-        data=LAYOUT.embedded,
+        latent=RUN.latent,
+        data=RUN.embedded,
+        code=stage_code("viz"),
     output:
-        LAYOUT.umap,
+        report(
+            RUN.umap,
+            caption="../report/umap.rst",
+            category="Figures",
+            labels={"run": "{run_id}", "figure": "UMAP"},
+        ),
     log:
         LOGS / "plot.log",
+    benchmark:
+        BENCHMARKS / "plot.tsv"
+    conda:
+        ENV
+    threads: threads_for("plot")
+    resources:
+        **resources_for("plot"),
+    params:
+        cfg=config_keys("viz", "eval.label_keys", "seed"),
+        cli=cli,
     shell:
-        "{CLI} plot --latent {input.latent} --input {input.data} --output {output} > {log} 2>&1"
+        "{params.cli} plot --latent {input.latent} --input {input.data} --output {output}"
+        " > {log} 2>&1"
 
 
 rule config_used:
     input:
-        LAYOUT.metrics,
-        LAYOUT.umap,
+        RUN.metrics,
+        RUN.umap,
     output:
-        LAYOUT.config_used,
+        RUN.config_used,
     log:
         LOGS / "config_used.log",
+    benchmark:
+        BENCHMARKS / "config_used.tsv"
     localrule: True
+    conda:
+        ENV
+    threads: threads_for("config_used")
+    resources:
+        **resources_for("config_used"),
+    params:
+        cfg=config_keys(*ALL_KEYS),
+        cli=cli,
     shell:
-        "{CLI} write-config --output {output} > {log} 2>&1"
+        "{params.cli} write-config --output {output} > {log} 2>&1"

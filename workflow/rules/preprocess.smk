@@ -1,9 +1,20 @@
 rule preprocess:
     input:
-        RAW,
+        raw=raw_of,
+        code=stage_code("preprocess"),
     output:
-        LAYOUT.preprocessed,
+        intermediate(RUN.preprocessed),
     log:
         LOGS / "preprocess.log",
+    benchmark:
+        BENCHMARKS / "preprocess.tsv"
+    conda:
+        ENV
+    threads: threads_for("preprocess")
+    resources:
+        **resources_for("preprocess"),
+    params:
+        cfg=config_keys("preprocess", "seed"),
+        cli=cli,
     shell:
-        "{CLI} preprocess --input {input} --output {output} > {log} 2>&1"
+        "{params.cli} preprocess --input {input.raw} --output {output} > {log} 2>&1"

@@ -1,9 +1,21 @@
 rule train:
     input:
-        LAYOUT.preprocessed,
+        data=RUN.preprocessed,
+        code=stage_code("train"),
     output:
-        directory(LAYOUT.model_dir),
+        directory(RUN.model_dir),
     log:
         LOGS / "train.log",
+    benchmark:
+        BENCHMARKS / "train.tsv"
+    conda:
+        ENV
+    threads: threads_for("train")
+    resources:
+        **resources_for("train"),
+    params:
+        cfg=config_keys("model", "train", "annotation", "seed"),
+        defaults=machine_defaults,
+        cli=cli,
     shell:
-        "{CLI} train --input {input} --model_dir {output} > {log} 2>&1"
+        "{params.cli} train --input {input.data} --model_dir {output} > {log} 2>&1"
