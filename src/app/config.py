@@ -101,6 +101,7 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
+    kl_weight: float = 1.0
     kl_warmup_epochs: int = 0
     early_stopping_patience: int = 0
     grad_clip_norm: float = 10.0
@@ -113,6 +114,7 @@ class TrainConfig:
         )
         _require(self.lr is None or self.lr > 0, "train.lr", "must be > 0")
         _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.kl_weight > 0, "train.kl_weight", "must be > 0")
         _require(self.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", "must be >= 0")
         _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
         _require(self.grad_clip_norm > 0, "train.grad_clip_norm", "must be > 0")

@@ -16,6 +16,8 @@ from tests.conftest import replace, small_config
 def test_kl_weight_schedule():
     assert [kl_weight(e, warmup_epochs=4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert kl_weight(0, warmup_epochs=0) == 1.0
+    assert kl_weight(0, warmup_epochs=2, final=0.5) == 0.25
+    assert kl_weight(5, warmup_epochs=2, final=0.5) == 0.5
 
 
 def test_early_stopping_tracks_best_and_stops():

@@ -19,11 +19,12 @@ from src.app.machine import Runtime
 log = logging.getLogger(__name__)
 
 
-def kl_weight(epoch: int, *, warmup_epochs: int) -> float:
-    """Linear KL warm-up: 1/warmup at the first epoch up to 1 at ``warmup_epochs`` (0: always 1)."""
+def kl_weight(epoch: int, *, warmup_epochs: int, final: float = 1.0) -> float:
+    """Linear KL warm-up: ``final / warmup`` at the first epoch up to ``final`` at
+    ``warmup_epochs`` (0: always ``final``)."""
     if warmup_epochs <= 0:
-        return 1.0
-    return min(1.0, (epoch + 1) / warmup_epochs)
+        return final
+    return final * min(1.0, (epoch + 1) / warmup_epochs)
 
 
 class EarlyStopping:
@@ -63,12 +64,12 @@ def batch_loss(module: VAE, batch: Batch, cfg: Config, *, kl: float) -> LossTerm
 
 @torch.no_grad()
 def mean_loss(module: VAE, batches: Iterator[Batch], cfg: Config, runtime: Runtime) -> float | None:
-    """Cell-weighted mean of the full loss (KL weight 1) over ``batches``; None if empty."""
+    """Cell-weighted mean of the loss at the final KL weight over ``batches``; None if empty."""
     module.eval()
     total, n = 0.0, 0
     for batch in batches:
         with _autocast(runtime):
-            terms = batch_loss(module, batch, cfg, kl=1.0)
+            terms = batch_loss(module, batch, cfg, kl=cfg.train.kl_weight)
         total += float(terms.loss) * batch.n_cells
         n += batch.n_cells
     return total / n if n else None
@@ -86,7 +87,7 @@ def train_vae(
     bar = tqdm(range(runtime.epochs), desc="train", unit="epoch", mininterval=1.0)
     for epoch in bar:
         start = time.perf_counter()
-        kl = kl_weight(epoch, warmup_epochs=tc.kl_warmup_epochs)
+        kl = kl_weight(epoch, warmup_epochs=tc.kl_warmup_epochs, final=tc.kl_weight)
         module.train()
         sums = torch.zeros(4, device=runtime.device)  # loss, reconstruction, kl, classification
         n_cells = 0
