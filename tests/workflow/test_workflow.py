@@ -3,14 +3,12 @@ matrix, the SLURM profile), a real run that keeps no intermediates, its report a
 The Snakemake calls run in the background (see conftest.py); these tests check their results."""
 
 import json
-import shutil
 import subprocess
 
 import h5py
 import numpy as np
-import pytest
 
-from tests.workflow.conftest import MATRIX_CHANGES, ROOT, STAGES, planned_jobs
+from tests.workflow.conftest import MATRIX_CHANGES, STAGES, planned_jobs
 
 COMPUTE = ["preprocess", "train", "embed", "evaluate", "plot"]
 
@@ -100,50 +98,3 @@ def test_report_holds_the_umap_and_metrics(e2e_run):
     assert "umap.png" in html
     assert "metrics.json" in html
     assert "UMAP of the VAE latent space" in html  # the caption
-
-
-@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz (dot) is not installed")
-def test_rulegraph_renders_to_svg(fresh_folder):
-    _, calls = fresh_folder
-    graph = ok(calls["rulegraph"]).stdout
-    assert graph.lstrip().startswith("digraph")
-    svg = subprocess.run(
-        ["dot", "-Tsvg"], input=graph, capture_output=True, text=True, check=True
-    ).stdout
-    assert "<svg" in svg
-    for stage in STAGES:
-        assert f">{stage}<" in svg, stage
-
-
-def test_slurm_profile_dry_run_shows_slurm_resources(fresh_folder):
-    pytest.importorskip("snakemake_executor_plugin_slurm")
-    _, calls = fresh_folder
-    jobs = {job.rule: job for job in planned_jobs(ok(calls["slurm"]))}
-    assert jobs["train"].resources["slurm_partition"] == "gpu"
-    assert jobs["train"].resources["gpu"] == "1"
-    assert jobs["train"].resources["mem_mb"] == "8000"
-    assert jobs["plot"].resources["slurm_partition"] == "cpu"
-    assert "slurm_account" in jobs["evaluate"].resources
-
-
-def test_lint_reports_nothing(fresh_folder):
-    _, calls = fresh_folder
-    lint = calls["lint"]
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "Congratulations" in lint.stdout + lint.stderr
-
-
-def test_snakefmt_check_passes():
-    snakefmt = shutil.which("snakefmt", path=str(ROOT / ".venv" / "bin")) or shutil.which(
-        "snakefmt"
-    )
-    if snakefmt is None:
-        pytest.skip("snakefmt is not installed")
-    proc = subprocess.run(
-        [snakefmt, "--check", "Snakefile", "workflow"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
