@@ -102,7 +102,7 @@ options = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(options)
 def test_cli_parsing_is_total(items):
     argv = []
