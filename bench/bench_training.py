@@ -110,7 +110,7 @@ def run_ours(pre_h5ad: Path) -> dict[str, Any]:
         peak_rss_mb=rss,
         device=runtime.device,
         threads=runtime.threads,
-        f1=f1_table(latent, data.adata.obs, cfg),
+        f1=f1_table(latent, data.obs, cfg),
     )
 
 

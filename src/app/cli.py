@@ -11,12 +11,14 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from src.app.config import load_config, read_yaml, write_config
 from src.app.errors import AppError
+from src.app.io_utils import check_writable
 from src.app.layout import RunLayout, raw_path
 from src.app.machine import GENERATE_HINT, MachineProfile, load_machine_profile, profile_from_dict
 
@@ -125,6 +127,22 @@ def _dry_run_config(cfg):
     )
 
 
+def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> list[Path]:
+    """Paths ``command`` may write, checked before any work (fail closed): ``--output``, the
+    ``--latent`` of embed, the ``--model_dir`` of train, the run folder where an output takes
+    its default, and the raw download of a run that starts from ``data.source``."""
+    paths = [args.output]
+    paths += [args.latent] if command == "embed" else []
+    paths += [args.model_dir] if command in ("train", "pipeline") else []
+    written = [Path(p) for p in paths if p]
+    if command in USER_COMMANDS or not args.output:
+        written.append(layout.config_used)
+    from_source = command in ("train", "pipeline") and not args.input and not args.dry_run
+    if from_source or (command == "download" and not args.output):
+        written.append(raw_path(cfg))
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     from src.app import stages
 
@@ -133,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = _dry_run_config(cfg)
     layout = RunLayout.of(cfg, args.output_dir)
     command = "pipeline" if args.dry_run else args.command
+    check_writable(*_written(args, command, layout, cfg))
     needs_profile = command in ("train", "pipeline", "download", "preprocess", "embed")
     profile = _profile(cfg, dry_run=args.dry_run) if needs_profile else None
     if profile is not None:
@@ -221,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # one line, also for messages that quote a multi-line parser error
+        print("error: " + re.sub(r"\s*\n\s*", " ", str(exc)).strip(), file=sys.stderr)
         return 2
 
 

@@ -18,3 +18,7 @@ class DataError(AppError):
 
 class CheckpointError(AppError):
     """A checkpoint is missing, corrupt or does not fit the data."""
+
+
+class OutputError(AppError):
+    """An output cannot be written: a folder that is not writable, a full disk."""

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.app.config import Config
+from src.app.config import Config, check_safe_name
 from src.app.core.data import source_name
+
+
+def child(root: str | Path, name: str, *, key: str) -> Path:
+    """``root / name`` for a ``name`` that comes from config or data; refuses anything but one
+    plain file or folder name (letters, digits, '.', '_', '-'; not '.' or '..'), so the result
+    never escapes ``root``."""
+    check_safe_name(name, key)
+    return Path(root) / name
 
 
 @dataclass(frozen=True)
@@ -17,7 +25,9 @@ class RunLayout:
 
     @classmethod
     def of(cls, cfg: Config, output_dir: str | Path | None = None) -> RunLayout:
-        return cls(Path(output_dir) if output_dir is not None else cfg.run_dir)
+        if output_dir is not None:
+            return cls(Path(output_dir))
+        return cls(child(cfg.paths.results, cfg.run_id, key="run_id"))
 
     @property
     def preprocessed(self) -> Path:
@@ -54,4 +64,5 @@ class RunLayout:
 
 def raw_path(cfg: Config) -> Path:
     """The download stage's output: raw counts of ``cfg.data.source`` as h5ad."""
-    return Path(cfg.paths.resources) / "raw" / f"{source_name(cfg.data.source)}.h5ad"
+    raw = Path(cfg.paths.resources) / "raw"
+    return child(raw, f"{source_name(cfg.data.source)}.h5ad", key="data.source")

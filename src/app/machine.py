@@ -97,7 +97,11 @@ def load_machine_profile(path: str | Path) -> MachineProfile:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"machine profile {path} not found; {GENERATE_HINT}")
-    return profile_from_dict(read_yaml(path), str(path))
+    try:
+        data = read_yaml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"machine profile: {exc}; regenerate it: {GENERATE_HINT}") from None
+    return profile_from_dict(data, str(path))
 
 
 @dataclass(frozen=True)

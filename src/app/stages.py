@@ -38,16 +38,23 @@ def download(cfg: Config, *, output: str | Path, profile: MachineProfile | None)
 def preprocess(
     cfg: Config, *, input: str | Path, output: str | Path, profile: MachineProfile | None
 ) -> None:
-    """Raw h5ad -> QC-filtered, normalised HVG h5ad with counts layer and split."""
-    import anndata as ad
+    """Raw h5ad -> QC-filtered, normalised HVG h5ad with counts layer and split.
 
+    Fails before writing anything when the raw data is unusable (see ``check_raw_counts``) or
+    too few cells pass QC for the split or for ``eval.n_folds``-fold cross-validation.
+    """
+    from src.app.core.data import check_raw_counts
+    from src.app.core.h5ad import read_h5ad
     from src.app.core.preprocess import preprocess as run
 
-    try:
-        raw = ad.read_h5ad(input)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"raw data {input} could not be read: {exc}") from None
+    raw = read_h5ad(input, what="raw data", hint="run the download stage first")
+    check_raw_counts(raw, where=f"raw data {input}")
     adata = run(raw, cfg.preprocess, seed=cfg.seed)
+    if adata.n_obs < cfg.eval.n_folds:
+        raise DataError(
+            f"after QC only {adata.n_obs} cells remain; eval.n_folds={cfg.eval.n_folds}-fold "
+            "cross-validation needs at least as many; add cells or lower eval.n_folds"
+        )
     log.info("preprocessed: %d cells x %d genes", adata.n_obs, adata.n_vars)
     _write_h5ad(adata, output, profile)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from src.app.config import SOURCE_PBMC3K, DataConfig
+from src.app.core.h5ad import check_unique, read_h5ad, reading
 from src.app.errors import DataError
 from src.app.io_utils import atomic_path
 
@@ -73,33 +74,84 @@ def source_name(source: str) -> str:
 
 
 def read_counts(path: str | Path) -> ad.AnnData:
-    """Read raw counts from a ``.h5ad``, a 10x mtx folder or a 10x ``.h5`` file."""
-    import anndata as ad
+    """Read raw counts from a ``.h5ad``, a 10x mtx folder or a 10x ``.h5`` file.
 
+    10x gene symbols repeat (Cell Ranger keeps one row per gene id), so those are made unique as
+    scanpy does; an ``.h5ad`` must come with unique names (see :func:`check_raw_counts`).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data source {path} does not exist; {OFFLINE_HINT}")
-    try:
+    if path.suffix == ".h5ad":
+        return read_h5ad(path, what="data source")
+    if not path.is_dir() and path.suffix != ".h5":
+        raise DataError(
+            f"data source {path}: unknown format; expected a .h5ad, a 10x mtx folder or .h5"
+        )
+    import scanpy as sc
+
+    with reading(path, "data source", expected="a complete 10x mtx folder or .h5 file"):
         if path.is_dir():
-            import scanpy as sc
-
             adata = sc.read_10x_mtx(path, var_names="gene_symbols", make_unique=True)
-        elif path.suffix == ".h5ad":
-            adata = ad.read_h5ad(path)
-        elif path.suffix == ".h5":
-            import scanpy as sc
-
-            adata = sc.read_10x_h5(path)
         else:
-            raise DataError(
-                f"data source {path}: unknown format; expected a .h5ad, a 10x mtx folder or .h5"
-            )
-    except (OSError, KeyError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"data source {path} could not be read: {exc}") from None
+            adata = sc.read_10x_h5(path)
     adata.var_names_make_unique()
     return adata
+
+
+def _value_counts(values: np.ndarray) -> dict[str, int]:
+    """How many stored values are NaN/Inf, negative or not whole; a chunk at a time. O(values)."""
+    found = {"NaN/Inf": 0, "negative": 0, "non-integer": 0}
+    flat = values.reshape(-1)
+    for start in range(0, flat.size, 1 << 24):
+        chunk = flat[start : start + (1 << 24)]
+        if not np.issubdtype(chunk.dtype, np.floating):
+            found["negative"] += int((chunk < 0).sum())
+            continue
+        finite = np.isfinite(chunk)
+        found["NaN/Inf"] += int((~finite).sum())
+        found["negative"] += int((chunk[finite] < 0).sum())
+        found["non-integer"] += int((chunk[finite] != np.round(chunk[finite])).sum())
+    return found
+
+
+def check_raw_counts(adata: ad.AnnData, *, where: str) -> None:
+    """Refuse raw data no stage can use: an empty matrix, duplicated cell or gene names, NaN/Inf
+    or negative values, or no counts at all. Non-integer values and cells or genes without
+    counts are logged (QC removes the latter; count likelihoods refuse the former)."""
+    import scipy.sparse as sp
+
+    n_cells, n_genes = adata.shape
+    if n_cells == 0 or n_genes == 0:
+        raise DataError(f"{where} holds {n_cells} cells x {n_genes} genes; it is empty")
+    check_unique(adata.obs_names, what="cell", where=where)
+    check_unique(adata.var_names, what="gene", where=where)
+    x = adata.X
+    found = _value_counts(x.data if sp.issparse(x) else np.asarray(x))
+    bad = [f"{n} {kind}" for kind, n in found.items() if n and kind != "non-integer"]
+    if bad:
+        raise DataError(
+            f"{where} holds {' and '.join(bad)} values; raw counts must be finite and >= 0"
+        )
+    if found["non-integer"]:
+        log.warning(
+            "%s holds %d non-integer values: not raw counts? count likelihoods (nb, zinb, "
+            "poisson) will refuse them",
+            where,
+            found["non-integer"],
+        )
+    per_cell = np.asarray(x.sum(axis=1)).ravel()
+    if not per_cell.any():
+        raise DataError(f"{where} holds no counts: every value is 0")
+    per_gene = np.asarray(x.sum(axis=0)).ravel()
+    if not per_cell.all() or not per_gene.all():
+        log.info(
+            "%s: %d cells and %d genes have no counts; QC (preprocess.min_genes, "
+            "preprocess.min_cells) removes them",
+            where,
+            int((per_cell == 0).sum()),
+            int((per_gene == 0).sum()),
+        )
 
 
 def join_labels(adata: ad.AnnData, labels_path: str | Path) -> None:
@@ -112,7 +164,9 @@ def join_labels(adata: ad.AnnData, labels_path: str | Path) -> None:
     labels_path = Path(labels_path)
     if not labels_path.exists():
         raise DataError(f"label file {labels_path} (data.labels) does not exist")
-    table = pd.read_csv(labels_path, index_col=0, comment="#")
+    with reading(labels_path, "label file (data.labels)", expected="a CSV of barcode -> labels"):
+        table = pd.read_csv(labels_path, index_col=0, comment="#")
+    check_unique(table.index, what="cell", where=f"label file {labels_path}")
     new_cols = [c for c in table.columns if c not in adata.obs.columns]
     if not new_cols:
         return
@@ -169,7 +223,8 @@ def fetch_pbmc3k(
         matrices = sorted(Path(tmp).rglob("matrix.mtx*"))
         if not matrices:
             raise DataError(f"{tarball} holds no 10x matrix.mtx")
-        adata = sc.read_10x_mtx(matrices[0].parent, var_names="gene_symbols", make_unique=True)
+        with reading(tarball, "PBMC 3k download", expected="the 10x PBMC 3k tarball"):
+            adata = sc.read_10x_mtx(matrices[0].parent, var_names="gene_symbols", make_unique=True)
     got = fingerprint(adata)
     if got != expected:
         tarball.unlink(missing_ok=True)
@@ -181,11 +236,13 @@ def fetch_pbmc3k(
 
 
 def acquire(cfg: DataConfig, *, resources_dir: str | Path) -> ad.AnnData:
-    """Raw counts for ``cfg.source`` with ``cfg.labels`` joined into ``.obs``."""
+    """Raw counts for ``cfg.source`` with ``cfg.labels`` joined into ``.obs``, checked by
+    :func:`check_raw_counts`."""
     if cfg.source == SOURCE_PBMC3K:
         adata = fetch_pbmc3k(cfg.url, resources_dir)
     else:
         adata = read_counts(cfg.source)
+    check_raw_counts(adata, where=f"data source {cfg.source}")
     if cfg.labels is not None:
         join_labels(adata, cfg.labels)
     return adata

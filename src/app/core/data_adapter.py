@@ -1,8 +1,12 @@
-"""The only place that turns AnnData into tensors: in-memory splits on the device, minibatches by
-a seeded permutation each epoch."""
+"""The only place that turns AnnData into tensors: minibatches by a seeded permutation each epoch.
+
+Only the matrix the likelihood needs is read, and a memory plan made before anything is densified
+decides whether it lives on the device, in RAM as CSR or in its file (see ``row_store``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +17,19 @@ import pandas as pd
 import torch
 
 from src.app.config import AnnotationConfig, Config
-from src.app.core.distributions import check_counts
+from src.app.core.h5ad import StoredMatrix, check_unique, read_annotations
 from src.app.core.nn import COUNT_LIKELIHOODS
 from src.app.core.preprocess import COUNTS_LAYER, SPLIT_KEY
+from src.app.core.row_store import device_memory, load_rows, plan_memory, stored_values
 from src.app.errors import DataError
 from src.app.machine import Runtime
 
 if TYPE_CHECKING:
     import anndata as ad
+
+log = logging.getLogger(__name__)
+
+PREPROCESS_HINT = "run the preprocess stage first"
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,6 @@ class Batch:
         return int(self.x.shape[0])
 
 
-def to_dense(matrix: Any) -> np.ndarray:
-    import scipy.sparse as sp
-
-    dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
-    return np.ascontiguousarray(dense, dtype=np.float32)
-
-
 def visible_label_mask(labels: pd.Series, *, fraction: float, seed: int) -> np.ndarray:
     """Which labelled cells keep their label: a seeded ``fraction`` of each class, at least one.
 
@@ -78,33 +80,40 @@ def visible_label_mask(labels: pd.Series, *, fraction: float, seed: int) -> np.n
     return visible
 
 
-def build_tensors(adata: ad.AnnData, *, likelihood: str, labels: np.ndarray) -> Batch:
-    """All cells as one :class:`Batch` on the CPU; raw counts must be whole and non-negative for
-    a count likelihood."""
-    if likelihood in COUNT_LIKELIHOODS:
-        if COUNTS_LAYER not in adata.layers:
-            raise DataError(
-                f"model.likelihood '{likelihood}' needs raw counts in .layers['{COUNTS_LAYER}']; "
-                "run the preprocess stage on raw counts"
-            )
-        counts = torch.from_numpy(to_dense(adata.layers[COUNTS_LAYER]))
-        check_counts(counts, likelihood)
-        total = counts.sum(1, keepdim=True)
-        if bool((total <= 0).any()):
-            raise DataError(f"{int((total <= 0).sum())} cells have no counts; filter them first")
-        x, target, library = torch.log1p(counts), counts, torch.log(total)
-    else:
-        x = torch.from_numpy(to_dense(adata.X))
-        if not torch.isfinite(x).all():
-            raise DataError("preprocessed data holds NaN or Inf values in .X")
-        target, library = x, torch.zeros(x.shape[0], 1)
-    return Batch(x=x, target=target, library=library, labels=torch.from_numpy(labels).long())
+def label_codes(
+    obs: pd.DataFrame, cfg: AnnotationConfig, *, seed: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Label categories, visible label codes (-1 hidden/unknown) and the visible mask."""
+    n = len(obs)
+    if cfg.label_key is None:
+        return [], np.full(n, -1), np.zeros(n, dtype=bool)
+    key = cfg.label_key
+    if key not in obs:
+        raise DataError(
+            f"annotation.label_key '{key}' is not in the data's .obs; available: "
+            f"{sorted(map(str, obs.columns))}; set it to null to train without the classifier head"
+        )
+    labels = obs[key]
+    known = labels.notna().to_numpy()
+    categories = sorted({str(v) for v in labels[known]})
+    if not categories:
+        raise DataError(f"annotation.label_key '{key}' has no labelled cells (all NaN)")
+    if len(categories) < 2:
+        raise DataError(
+            f"annotation.label_key '{key}' has a single class ({categories[0]!r}); need >= 2"
+        )
+    visible = visible_label_mask(labels, fraction=cfg.label_fraction, seed=seed)
+    text = labels.astype(object).to_numpy()[visible].astype(str)
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[visible] = pd.Index(categories).get_indexer(text)
+    return categories, codes, visible
 
 
 class DataAdapter:
     """Serves minibatches of a preprocessed h5ad (``results/<run_id>/preprocessed.h5ad``).
 
-    Each split is one set of tensors on the device; an epoch is a seeded permutation of it.
+    Only the matrix the likelihood needs is read (``.X`` for ``gaussian``, the counts layer
+    otherwise), and the memory plan decides where it lives.
 
     Parameters
     ----------
@@ -113,7 +122,7 @@ class DataAdapter:
     path, adata
         The preprocessed data, as a file or already in memory (one of the two).
     runtime
-        Device and batch size.
+        Device, batch size and the memory limits.
     """
 
     def __init__(
@@ -126,99 +135,112 @@ class DataAdapter:
     ) -> None:
         if (path is None) == (adata is None):
             raise ValueError("DataAdapter needs exactly one of path or adata")
-        if adata is None:
-            adata = read_preprocessed(path)
-        self.cfg = cfg
-        self.runtime = runtime
-        self.adata = adata
-        self.gene_names = [str(g) for g in adata.var_names]
-        self.label_categories, codes, self.label_visible = self._labels(
-            adata, cfg.annotation, seed=cfg.seed
+        self.cfg, self.runtime = cfg, runtime
+        self.counts = cfg.model.likelihood in COUNT_LIKELIHOODS
+        where = f"preprocessed data {path}" if path is not None else "preprocessed data"
+        obs, var_names, matrix, stored = _open(path, adata, counts=self.counts, where=where)
+        self.obs = obs
+        self.gene_names = [str(g) for g in var_names]
+        self.n_cells, self.n_genes = len(obs), len(var_names)
+        self.label_categories, codes, self.label_visible = label_codes(
+            obs, cfg.annotation, seed=cfg.seed
         )
-        self._all = build_tensors(adata, likelihood=cfg.model.likelihood, labels=codes)
-        split = adata.obs[SPLIT_KEY].to_numpy() if SPLIT_KEY in adata.obs else None
-        is_val = torch.from_numpy(
-            split == "val" if split is not None else np.zeros(adata.n_obs, bool)
+        split = obs[SPLIT_KEY].to_numpy() if SPLIT_KEY in obs else np.full(len(obs), "train")
+        self._train_rows = np.flatnonzero(split != "val")
+        self._val_rows = np.flatnonzero(split == "val")
+        if len(self._train_rows) < 2:
+            raise DataError(
+                f"{where} has {len(self._train_rows)} training cells (obs['{SPLIT_KEY}']); "
+                "training needs at least 2; lower preprocess.val_fraction or add cells"
+            )
+        self.plan = plan_memory(
+            n_cells=self.n_cells,
+            n_genes=self.n_genes,
+            nnz=stored.nnz if stored is not None else stored_values(matrix),
+            runtime=runtime,
+            vram_bytes=device_memory(runtime),
         )
-        device = torch.device(runtime.device)
-        self._train = self._all[~is_val].to(device)
-        self._val = self._all[is_val].to(device)
+        what = f"{where} ({'counts layer' if self.counts else '.X'})"
+        self._store, totals = load_rows(
+            matrix, stored, plan=self.plan, likelihood=cfg.model.likelihood, where=what,
+            runtime=runtime,
+        )  # fmt: skip
+        self.layout = self._store.layout
+        log.info("matrix kept %s; plan %s", self.layout, self.plan.describe())
+        if self.counts and bool((totals <= 0).any()):
+            raise DataError(f"{what}: {int((totals <= 0).sum())} cells have no counts; filter them")
+        library = torch.log(torch.from_numpy(totals.astype(np.float32))).unsqueeze(1)
+        self._library = library.to(self._store.home)
+        self._labels = torch.from_numpy(codes).long().to(self._store.home)
         self._epoch = 0
-
-    @staticmethod
-    def _labels(
-        adata: ad.AnnData, cfg: AnnotationConfig, *, seed: int
-    ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Label categories, visible label codes (-1 hidden/unknown) and the visible mask."""
-        n = adata.n_obs
-        if cfg.label_key is None:
-            return [], np.full(n, -1), np.zeros(n, dtype=bool)
-        if cfg.label_key not in adata.obs:
-            raise DataError(
-                f"annotation.label_key '{cfg.label_key}' is not in the data's .obs; "
-                f"available: {sorted(map(str, adata.obs.columns))}; set it to null to train "
-                "without the classifier head"
-            )
-        labels = adata.obs[cfg.label_key]
-        known = labels.notna().to_numpy()
-        categories = sorted({str(v) for v in labels[known]})
-        if len(categories) < 2:
-            raise DataError(
-                f"annotation.label_key '{cfg.label_key}' has {len(categories)} classes; need >= 2"
-            )
-        visible = visible_label_mask(labels, fraction=cfg.label_fraction, seed=seed)
-        lookup = {c: i for i, c in enumerate(categories)}
-        codes = np.array(
-            [lookup[str(v)] if vis else -1 for v, vis in zip(labels, visible, strict=True)]
-        )
-        return categories, codes, visible
 
     def dataset_info(self) -> dict[str, int]:
         return {
-            "n_cells": int(self.adata.n_obs),
-            "n_genes": int(self.adata.n_vars),
-            "num_hvgs": int(self.adata.n_vars),
-            "n_train": self._train.n_cells,
-            "n_val": self._val.n_cells,
+            "n_cells": self.n_cells,
+            "n_genes": self.n_genes,
+            "num_hvgs": self.n_genes,
+            "n_train": len(self._train_rows),
+            "n_val": len(self._val_rows),
             "n_labels_visible": int(self.label_visible.sum()),
         }
 
-    def _batches(self, data: Batch, *, shuffle: bool) -> Iterator[Batch]:
-        n = data.n_cells
-        size = self.runtime.batch_size
+    def _batch(self, idx: np.ndarray, values: torch.Tensor) -> Batch:
+        """The batch of cells ``idx`` (rows of the file) whose matrix rows are ``values``."""
+        device = torch.device(self.runtime.device)
+        at = torch.from_numpy(idx).to(self._store.home)
+        values = values.to(device)
+        labels = self._labels[at].to(device)
+        if not self.counts:
+            library = torch.zeros(len(idx), 1, device=device)
+            return Batch(x=values, target=values, library=library, labels=labels)
+        library = self._library[at].to(device)
+        return Batch(x=torch.log1p(values), target=values, library=library, labels=labels)
+
+    def _batches(self, rows: np.ndarray, *, shuffle: bool) -> Iterator[Batch]:
+        gen = None
         if shuffle:
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self._epoch)
-            order = torch.randperm(n, generator=gen).to(data.x.device)
             self._epoch += 1
-        else:
-            order = torch.arange(n, device=data.x.device)
-        for start in range(0, n, size):
-            idx = order[start : start + size]
-            if shuffle and idx.numel() < 2 <= n:
-                # a lone last cell breaks batch norm; it is seen again next epoch
-                continue
-            yield data[idx]
+        for idx, values in self._store.batches(rows, gen=gen, size=self.runtime.batch_size):
+            yield self._batch(idx, values)
 
     def iter_train_batches(self) -> Iterator[Batch]:
         """Shuffled minibatches of the training split; a new permutation on each call."""
-        return self._batches(self._train, shuffle=True)
+        return self._batches(self._train_rows, shuffle=True)
 
     def iter_val_batches(self) -> Iterator[Batch]:
         """Minibatches of the validation split, in order."""
-        return self._batches(self._val, shuffle=False)
+        return self._batches(self._val_rows, shuffle=False)
 
     def iter_all_batches(self) -> Iterator[Batch]:
-        """Every cell in file order, on the CPU (for embedding)."""
-        return self._batches(self._all, shuffle=False)
+        """Every cell in file order (for embedding)."""
+        return self._batches(np.arange(self.n_cells), shuffle=False)
 
 
-def read_preprocessed(path: str | Path) -> ad.AnnData:
-    import anndata as ad
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"preprocessed data {path} not found; run the preprocess stage first")
-    try:
-        return ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"preprocessed data {path} could not be read: {exc}") from None
+def _open(
+    path: str | Path | None, adata: ad.AnnData | None, *, counts: bool, where: str
+) -> tuple[pd.DataFrame, Any, Any, StoredMatrix | None]:
+    """``(.obs, .var_names, matrix in memory or None, matrix in the file or None)``, checked for
+    a matrix that fits .obs and .var and for unique cell and gene names."""
+    key = f"layers/{COUNTS_LAYER}" if counts else "X"
+    if adata is not None:
+        obs, var_names = adata.obs, adata.var_names
+        matrix = adata.layers.get(COUNTS_LAYER) if counts else adata.X
+        stored, shape = None, None if matrix is None else matrix.shape
+    else:
+        obs, var_names = read_annotations(path, what="preprocessed data", hint=PREPROCESS_HINT)
+        stored = StoredMatrix.open(path, key, what="preprocessed data")
+        matrix, shape = None, None if stored is None else stored.shape
+    if shape is None:
+        raise DataError(
+            f"count likelihoods (nb, zinb, poisson) need raw counts in .layers['{COUNTS_LAYER}'] "
+            f"of the {where}; run the preprocess stage on raw counts"
+        )
+    if tuple(shape) != (len(obs), len(var_names)) or 0 in shape:
+        raise DataError(
+            f"{where}: {key} is {shape[0]} x {shape[1]} but .obs has {len(obs)} cells "
+            f"and .var {len(var_names)} genes"
+        )
+    check_unique(obs.index, what="cell", where=where)
+    check_unique(var_names, what="gene", where=where)
+    return obs, var_names, matrix, stored

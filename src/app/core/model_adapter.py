@@ -16,7 +16,7 @@ import torch
 
 from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
-from src.app.core.nn import VAE, VAEConfig
+from src.app.core.nn import COUNT_LIKELIHOODS, VAE, VAEConfig
 from src.app.core.runtime import runtime_for
 from src.app.core.train_loop import train_vae
 from src.app.errors import CheckpointError
@@ -159,48 +159,70 @@ class ModelAdapter:
         from safetensors.torch import load_file
 
         path = Path(path)
-        meta = _read_json(path / META_FILE)
+        meta = _read_json(path / META_FILE, dict)
         try:
             vae_cfg = VAEConfig.from_dict(meta["vae_config"])
             gene_names = [str(g) for g in meta["gene_names"]]
             label_categories = [str(c) for c in meta["label_categories"]]
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path / META_FILE} lacks {exc}") from None
+        _check_vae_config(vae_cfg, gene_names, label_categories, where=path / META_FILE)
         try:
             state = load_file(str(path / WEIGHTS_FILE))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(
                 f"checkpoint {path / WEIGHTS_FILE} is unreadable: {exc}"
             ) from None
-        module = VAE(vae_cfg)
+        with torch.device("meta"):  # shapes only: nothing is allocated before they are checked
+            module = VAE(vae_cfg)
         try:
-            module.load_state_dict(state)
+            module.load_state_dict(state, assign=True)
         except RuntimeError as exc:
             raise CheckpointError(
                 f"checkpoint {path} does not fit its model config: {exc}"
             ) from None
+        history_file = path / HISTORY_FILE
+        history = _read_json(history_file, list) if history_file.exists() else []
         self.module = module.to(self.runtime.device).eval()
         self.gene_names = gene_names
         self.label_categories = label_categories
-        if len(label_categories) != vae_cfg.n_labels:
-            raise CheckpointError(
-                f"checkpoint {path} has {len(label_categories)} label categories but a head "
-                f"for {vae_cfg.n_labels}"
-            )
-        history_file = path / HISTORY_FILE
-        self.history = json.loads(history_file.read_text()) if history_file.exists() else []
+        self.history = history
         return self
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _check_vae_config(
+    cfg: VAEConfig, gene_names: list[str], label_categories: list[str], *, where: Path
+) -> None:
+    """Refuse a network config that could not have been saved by :meth:`ModelAdapter.save`
+    (before any tensor is allocated for it)."""
+    problems = {
+        "n_genes": cfg.n_genes != len(gene_names),
+        "latent_dim": not (isinstance(cfg.latent_dim, int) and cfg.latent_dim >= 1),
+        "hidden_dims": not all(isinstance(h, int) and h >= 1 for h in cfg.hidden_dims)
+        or not cfg.hidden_dims,
+        "dropout": not (isinstance(cfg.dropout, int | float) and 0 <= cfg.dropout < 1),
+        "likelihood": cfg.likelihood not in ("gaussian", *COUNT_LIKELIHOODS),
+        "n_labels": cfg.n_labels != len(label_categories),
+    }
+    bad = [key for key, wrong in problems.items() if wrong]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {where} is inconsistent: vae_config.{bad[0]} = "
+            f"{getattr(cfg, bad[0])!r} ({len(gene_names)} gene names, "
+            f"{len(label_categories)} label categories)"
+        )
+
+
+def _read_json(path: Path, kind: type) -> Any:
+    """The JSON value of a checkpoint file, which must be a ``kind`` (dict or list)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(
             f"checkpoint file {path} not found; run the train stage first"
         ) from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
         raise CheckpointError(f"checkpoint file {path} is unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"checkpoint file {path} does not hold a JSON object")
+    if not isinstance(data, kind):
+        raise CheckpointError(f"checkpoint file {path} does not hold a JSON {kind.__name__}")
     return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,6 +12,8 @@ from src.app.errors import DataError
 
 if TYPE_CHECKING:
     import anndata as ad
+
+log = logging.getLogger(__name__)
 
 COUNTS_LAYER = "counts"
 SPLIT_KEY = "split"
@@ -29,25 +32,45 @@ def preprocess(adata: ad.AnnData, cfg: PreprocessConfig, *, seed: int) -> ad.Ann
     """QC, normalise, log1p and select highly variable genes.
 
     Returns a new AnnData of the kept cells and HVGs with log-normalised values in ``.X``, raw
-    counts in ``.layers["counts"]``, QC metrics and ``obs["split"]`` ('train'/'val').
+    counts in ``.layers["counts"]``, QC metrics and ``obs["split"]`` ('train'/'val'). Logs what
+    QC removed (cells and genes without counts among them); fails when too few cells remain for
+    the train/val split.
     """
     import scanpy as sc
 
     adata = adata.copy()
     adata.obs_names_make_unique()
+    n_cells, n_genes = adata.shape
+    x = adata.X
+    empty_cells = int((np.asarray(x.sum(axis=1)).ravel() == 0).sum())
+    empty_genes = int((np.asarray(x.sum(axis=0)).ravel() == 0).sum())
     sc.pp.filter_cells(adata, min_genes=cfg.min_genes)
     sc.pp.filter_genes(adata, min_cells=cfg.min_cells)
+    qc = (
+        f"{n_cells - adata.n_obs} of {n_cells} cells have fewer than min_genes={cfg.min_genes} "
+        f"genes ({empty_cells} no counts at all) and {n_genes - adata.n_vars} of {n_genes} genes "
+        f"are in fewer than min_cells={cfg.min_cells} cells ({empty_genes} in none)"
+    )
+    if adata.n_obs < 2 or adata.n_vars < 2:
+        raise DataError(f"after QC only {adata.n_obs} cells x {adata.n_vars} genes remain: {qc}")
     adata.var["mt"] = adata.var_names.str.upper().str.startswith("MT-")
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
-    keep = (adata.obs["n_genes_by_counts"] < cfg.max_genes) & (
-        adata.obs["pct_counts_mt"] < cfg.max_pct_mito
+    # written as "not below" so a NaN share (a cell without counts) is removed too
+    too_many = ~(adata.obs["n_genes_by_counts"] < cfg.max_genes).to_numpy()
+    mito = ~(adata.obs["pct_counts_mt"] < cfg.max_pct_mito).to_numpy()
+    qc += (
+        f"; {int(too_many.sum())} cells have max_genes={cfg.max_genes} genes or more and "
+        f"{int(mito.sum())} max_pct_mito={cfg.max_pct_mito}% mitochondrial counts or more"
     )
-    adata = adata[keep.to_numpy()].copy()
-    if adata.n_obs < 2 or adata.n_vars < 2:
+    adata = adata[~(too_many | mito)].copy()
+    n_val = round(adata.n_obs * cfg.val_fraction)
+    if adata.n_obs - n_val < 2 or adata.n_vars < 2:
         raise DataError(
-            f"after QC only {adata.n_obs} cells x {adata.n_vars} genes remain; "
-            "check the preprocess thresholds (min_genes, max_genes, max_pct_mito, min_cells)"
+            f"after QC only {adata.n_obs} cells x {adata.n_vars} genes remain, "
+            f"{adata.n_obs - n_val} of them for training after the val_fraction="
+            f"{cfg.val_fraction} split (need >= 2): {qc}; check the preprocess thresholds"
         )
+    log.info("QC kept %d cells x %d genes: %s", adata.n_obs, adata.n_vars, qc)
     adata.layers[COUNTS_LAYER] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=cfg.target_sum)
     sc.pp.log1p(adata)

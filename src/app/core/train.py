@@ -37,6 +37,7 @@ def run_training(
     return {
         **data.dataset_info(),
         "device": runtime.device,
+        "data_layout": data.layout,
         "epochs": len(history),
         "train_loss": last["train_loss"],
         "val_loss": last.get("val_loss", float("nan")),
