@@ -1,4 +1,5 @@
-# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> plot, for each run.
+# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> annotate -> plot, for
+# each run.
 # run config: config/default.yaml (or --config app_config=PATH), APP__SECTION__KEY env overrides;
 # several runs side by side: `runs` (run id -> overrides) in a --configfile;
 # machine profile: config.yml (created by scripts/generate_config.sh on the first run), which sets
@@ -25,5 +26,6 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/annotate.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/summary.smk"

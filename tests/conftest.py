@@ -20,6 +20,18 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The whole suite (no paths into other folders, no -k or -m): start the workflow tests'
+    Snakemake runs now, before collection, as they are the suite's critical path."""
+    tests = ROOT / "tests"
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args] or [tests]
+    whole = all(path in (ROOT, tests, tests / "workflow") for path in paths)
+    if whole and not config.option.keyword and not config.option.markexpr:
+        from tests.workflow.background import BACKGROUND, start_background
+
+        start_background(config, set(BACKGROUND))
+
+
 def profile_dict(**changes) -> dict:
     data = yaml.safe_load((ROOT / "config.yml.example").read_text())
     data.update(changes)

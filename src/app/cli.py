@@ -1,8 +1,9 @@
 """Command line: ``python -m src.app.cli [command] [options]``.
 
-User commands: ``train`` (default: data source -> trained model and latent), ``eval``, ``viz``,
-``pipeline`` (train -> eval -> viz). Stage commands with explicit paths, called by the Snakemake
-rules: ``download``, ``preprocess``, ``train --input``, ``embed``, ``evaluate``, ``plot``.
+User commands: ``train`` (default: data source -> trained model and latent), ``eval``, ``viz``
+(annotated.h5ad and the figures), ``pipeline`` (train -> eval -> viz). Stage commands with explicit
+paths, called by the Snakemake rules: ``download``, ``preprocess``, ``train --input``, ``embed``,
+``evaluate``, ``annotate``, ``plot``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from src.app.machine import GENERATE_HINT, MachineProfile, load_machine_profile,
 log = logging.getLogger("src.app")
 
 USER_COMMANDS = ("train", "eval", "viz", "pipeline")
-STAGE_COMMANDS = ("download", "preprocess", "embed", "evaluate", "plot", "write-config")
+STAGE_COMMANDS = (
+    "download",
+    "preprocess",
+    "embed",
+    "evaluate",
+    "annotate",
+    "plot",
+    "write-config",
+)
 COMMANDS = USER_COMMANDS + STAGE_COMMANDS
 DEFAULT_CONFIG = "config/default.yaml"
 VALUE_OPTIONS = {
@@ -35,6 +44,7 @@ VALUE_OPTIONS = {
     "--output",
     "--model_dir",
     "--latent",
+    "--metrics",
 }
 
 
@@ -55,13 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {
         "train": "train the model (from data.source, or a preprocessed --input)",
         "eval": "annotation metrics of the run's latent -> metrics.json",
-        "viz": "UMAP figure of the run's latent",
+        "viz": "annotated.h5ad (UMAP, predicted labels) and the figures of the run",
         "pipeline": "train -> eval -> viz",
         "download": "stage: raw counts of data.source -> h5ad",
         "preprocess": "stage: raw h5ad -> preprocessed h5ad",
         "embed": "stage: checkpoint + preprocessed h5ad -> latent",
         "evaluate": "stage: latent + labels -> metrics.json (same as eval)",
-        "plot": "stage: latent + labels -> figures (same as viz)",
+        "annotate": "stage: embedded h5ad + metrics.json -> annotated.h5ad",
+        "plot": "stage: annotated.h5ad + metrics.json + training history -> figures folder",
         "write-config": "stage: write the resolved config to --output",
     }
     for name in COMMANDS:
@@ -70,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", help="output file (stage commands)")
         p.add_argument("--model_dir", help="checkpoint folder")
         p.add_argument("--latent", help="latent .npy")
+        p.add_argument("--metrics", help="metrics.json (annotate, plot)")
     return parser
 
 
@@ -114,7 +126,8 @@ def _profile(cfg, *, dry_run: bool) -> MachineProfile:
 
 
 def _dry_run_config(cfg):
-    """The run config for ``--dry_run``: synthetic data, one epoch, a small HVG set."""
+    """The run config for ``--dry_run``: synthetic data, one epoch, a small HVG set, at most two
+    draws per label fraction, figures at 80 dpi at most."""
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, source="synthetic", labels=None),
@@ -122,8 +135,12 @@ def _dry_run_config(cfg):
             cfg.preprocess, n_top_genes=min(cfg.preprocess.n_top_genes, 300)
         ),
         train=dataclasses.replace(cfg.train, epochs=1),
-        viz=dataclasses.replace(cfg.viz, neighbors_method="gauss"),
-        eval=dataclasses.replace(cfg.eval, label_keys=("cell_type_coarse", "cell_type")),
+        viz=dataclasses.replace(cfg.viz, neighbors_method="gauss", dpi=min(cfg.viz.dpi, 80)),
+        eval=dataclasses.replace(
+            cfg.eval,
+            label_keys=("cell_type_coarse", "cell_type"),
+            n_repeats=min(cfg.eval.n_repeats, 2),
+        ),
     )
 
 
@@ -152,7 +169,15 @@ def run(args: argparse.Namespace) -> int:
     layout = RunLayout.of(cfg, args.output_dir)
     command = "pipeline" if args.dry_run else args.command
     check_writable(*_written(args, command, layout, cfg))
-    needs_profile = command in ("train", "pipeline", "download", "preprocess", "embed")
+    needs_profile = command in (
+        "train",
+        "pipeline",
+        "download",
+        "preprocess",
+        "embed",
+        "annotate",
+        "viz",
+    )
     profile = _profile(cfg, dry_run=args.dry_run) if needs_profile else None
     if profile is not None:
         from src.app.machine import set_thread_env
@@ -217,12 +242,23 @@ def run(args: argparse.Namespace) -> int:
             input=pick(args.input, layout.embedded),
             output=pick(args.output, layout.metrics) if command != "pipeline" else layout.metrics,
         )
+    if command in ("annotate", "viz", "pipeline"):
+        stages.annotate(
+            cfg,
+            input=pick(args.input, layout.embedded) if command != "pipeline" else layout.embedded,
+            metrics=pick(args.metrics, layout.metrics),
+            output=pick(args.output, layout.annotated)
+            if command == "annotate"
+            else layout.annotated,
+            profile=profile,
+        )
     if command in ("viz", "plot", "pipeline"):
         stages.plot(
             cfg,
-            latent=pick(args.latent, layout.latent),
-            input=pick(args.input, layout.embedded),
-            output=pick(args.output, layout.umap) if command != "pipeline" else layout.umap,
+            input=pick(args.input, layout.annotated) if command == "plot" else layout.annotated,
+            metrics=pick(args.metrics, layout.metrics),
+            model_dir=pick(args.model_dir, layout.model_dir),
+            output=pick(args.output, layout.figures) if command != "pipeline" else layout.figures,
         )
     if command in USER_COMMANDS:
         write_config(cfg, layout.config_used)

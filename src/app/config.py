@@ -25,6 +25,7 @@ SOURCE_PBMC3K = "pbmc3k"
 LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
 DEVICES = ("auto", "cpu", "cuda")
 NEIGHBORS_METHODS = ("umap", "gauss")
+BASELINE_METHODS = ("pca", "none")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -141,11 +142,41 @@ class EvalConfig:
     label_keys: tuple[str, ...] = ("cell_type_coarse", "cell_type")
     n_neighbors: int = 15
     n_folds: int = 5
+    label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
+    n_repeats: int = 5
 
     def __post_init__(self) -> None:
         _require(len(self.label_keys) >= 1, "eval.label_keys", "must name at least one column")
         _require(self.n_neighbors >= 1, "eval.n_neighbors", "must be >= 1")
         _require(self.n_folds >= 2, "eval.n_folds", "must be >= 2")
+        _require(
+            all(0 < f < 1 for f in self.label_fractions),
+            "eval.label_fractions",
+            "every fraction must be in (0, 1)",
+        )
+        _require(
+            len(set(self.label_fractions)) == len(self.label_fractions),
+            "eval.label_fractions",
+            "must not repeat a fraction",
+        )
+        _require(self.n_repeats >= 1, "eval.n_repeats", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The standard scanpy route (scale, PCA) evaluated with the same protocol as the latent."""
+
+    method: str = "pca"
+    n_comps: int = 50
+    scale: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.method in BASELINE_METHODS,
+            "baseline.method",
+            f"must be one of {list(BASELINE_METHODS)}, got '{self.method}'",
+        )
+        _require(self.n_comps >= 1, "baseline.n_comps", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -177,6 +208,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     viz: VizConfig = field(default_factory=VizConfig)
 
     def __post_init__(self) -> None:

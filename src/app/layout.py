@@ -17,6 +17,14 @@ def child(root: str | Path, name: str, *, key: str) -> Path:
     return Path(root) / name
 
 
+# the plot stage's figures, written as figures/<name>.png
+FIGURES = ("umap", "confusion", "label_efficiency", "training_curves")
+
+
+def figure_path(figures: str | Path, name: str) -> Path:
+    return Path(figures) / f"{name}.png"
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Files of one run under ``root`` (``results/<run_id>/`` unless ``--output_dir`` says)."""
@@ -54,8 +62,17 @@ class RunLayout:
         return self.root / "figures"
 
     @property
+    def annotated(self) -> Path:
+        return self.root / "annotated.h5ad"
+
+    @property
     def umap(self) -> Path:
-        return self.figures / "umap.png"
+        return figure_path(self.figures, "umap")
+
+    @property
+    def figure_files(self) -> dict[str, Path]:
+        """Every figure of the plot stage, by name."""
+        return {name: figure_path(self.figures, name) for name in FIGURES}
 
     @property
     def config_used(self) -> Path:

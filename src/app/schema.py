@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from src.app.config import (
+    BASELINE_METHODS,
     DEVICES,
     LIKELIHOODS,
     NEIGHBORS_METHODS,
@@ -34,6 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.likelihood": LIKELIHOODS,
     "train.device": DEVICES,
     "viz.neighbors_method": NEIGHBORS_METHODS,
+    "baseline.method": BASELINE_METHODS,
 }
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 

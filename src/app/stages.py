@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from src.app.config import Config
-from src.app.core.keys import CATEGORIES_KEY, LABEL_KEY_KEY, PROBA_KEY, VISIBLE_KEY
+from src.app.core.keys import CATEGORIES_KEY, LABEL_KEY_KEY, PROBA_KEY
 from src.app.errors import DataError
 from src.app.io_utils import atomic_path, write_json
 from src.app.machine import MachineProfile
@@ -145,34 +145,110 @@ def read_head_predictions(path: str | Path) -> tuple[str, np.ndarray, list[str]]
         raise DataError(f"could not read the classifier predictions of {path}: {exc}") from None
 
 
+def read_expression(path: str | Path) -> Any:
+    """``.X`` of an h5ad (the log-normalised HVGs of the preprocess stage)."""
+    import anndata as ad
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return ad.io.read_elem(f["X"])
+    except (OSError, KeyError) as exc:
+        raise DataError(f"could not read the expression matrix .X of {path}: {exc}") from None
+
+
+def read_json(path: str | Path, *, stage: str) -> Any:
+    """A JSON result; a missing or broken file names the ``stage`` that writes it."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} could not be read ({exc}); run the {stage} stage first") from None
+
+
 def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> dict:
-    """Latent + labels in the h5ad's ``.obs`` (+ the classifier head's predictions) ->
-    ``metrics.json``."""
-    from src.app.core.eval import evaluate_joint, evaluate_latent
+    """Latent + labels in the h5ad's ``.obs`` (+ the classifier head's predictions, + ``.X`` for
+    the PCA baseline) -> ``metrics.json``."""
+    from src.app.core.eval import evaluate_run
 
     obs = read_obs(input)
-    metrics = evaluate_latent(load_latent(latent), obs, cfg.eval, seed=cfg.seed)
-    head = read_head_predictions(input)
-    if head is not None:
-        key, proba, categories = head
-        joint = evaluate_joint(obs[key], proba, categories, visible=obs[VISIBLE_KEY].to_numpy())
-        metrics["labels"].setdefault(key, {})["joint"] = joint
-        metrics["joint_f1_macro"] = joint["f1_macro"]
-        log.info("joint classifier macro F1 on hidden labels (%s): %.3f", key, joint["f1_macro"])
+    expression = read_expression(input) if cfg.baseline.method != "none" else None
+    metrics = evaluate_run(
+        load_latent(latent),
+        obs,
+        cfg,
+        expression=expression,
+        head=read_head_predictions(input),
+    )
     write_json(output, metrics)
-    log.info("kNN macro F1 (%s): %.3f", cfg.eval.label_keys[0], metrics["f1_macro"])
+    first = cfg.eval.label_keys[0]
+    log.info("kNN macro F1 (%s): %.3f", first, metrics["f1_macro"])
+    if "baseline_f1_macro" in metrics:
+        log.info("PCA baseline kNN macro F1 (%s): %.3f", first, metrics["baseline_f1_macro"])
+    if "joint_f1_macro" in metrics:
+        log.info("joint classifier macro F1 on hidden labels: %.3f", metrics["joint_f1_macro"])
     return metrics
 
 
-def plot(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> None:
-    """Latent + labels -> UMAP figure ``output``."""
-    from src.app.core.viz import compute_umap, plot_embedding
+def annotate(
+    cfg: Config,
+    *,
+    input: str | Path,
+    metrics: str | Path,
+    output: str | Path,
+    profile: MachineProfile | None,
+) -> None:
+    """embedded.h5ad + metrics.json -> ``annotated.h5ad`` (UMAP, predicted labels, config and
+    metrics in ``.uns``)."""
+    import anndata as ad
 
-    obs = read_obs(input)
-    coords = compute_umap(load_latent(latent), cfg.viz, seed=cfg.seed)
-    panels = {key: obs[key] for key in cfg.eval.label_keys if key in obs.columns}
-    if not panels:
-        import pandas as pd
+    from src.app.core.annotate import annotate as run
 
-        panels = {"cells": pd.Series([np.nan] * len(obs), index=obs.index)}
-    plot_embedding(coords, panels, output, dpi=cfg.viz.dpi)
+    results = read_json(metrics, stage="evaluate")
+    try:
+        adata = ad.read_h5ad(input)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{input} could not be read ({exc}); run the embed stage first") from None
+    run(adata, cfg, metrics=results)
+    _write_h5ad(adata, output, profile)
+    log.info("annotated: %d cells, %d .obs columns -> %s", adata.n_obs, adata.obs.shape[1], output)
+
+
+def plot(
+    cfg: Config,
+    *,
+    input: str | Path,
+    metrics: str | Path,
+    model_dir: str | Path,
+    output: str | Path,
+) -> list[Path]:
+    """annotated.h5ad + metrics.json + the training history -> the figures in folder ``output``
+    (umap, confusion, label_efficiency, training_curves .png); returns their paths."""
+    import anndata as ad
+
+    from src.app.core.viz import plot_run
+    from src.app.layout import FIGURES, figure_path
+
+    results = read_json(metrics, stage="evaluate")
+    history = read_json(Path(model_dir) / "history.json", stage="train")
+    try:
+        adata = ad.read_h5ad(input, backed="r")  # .obs, .obsm and .uns; .X stays on disk
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(
+            f"{input} could not be read ({exc}); run the annotate stage first"
+        ) from None
+    figures = {name: figure_path(output, name) for name in FIGURES}
+    try:
+        plot_run(
+            adata,
+            results,
+            history,
+            figures,
+            label_keys=list(cfg.eval.label_keys),
+            dpi=cfg.viz.dpi,
+        )
+    finally:
+        adata.file.close()
+    log.info("figures: %s", ", ".join(str(p) for p in figures.values()))
+    return list(figures.values())

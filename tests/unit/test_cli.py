@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from src.app.cli import main, normalise_argv, parse_args
+from src.app.layout import FIGURES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,25 +62,71 @@ def test_missing_machine_profile_says_how_to_create(tmp_path, capsys, monkeypatc
     assert "scripts/generate_config.sh" in capsys.readouterr().err
 
 
-def test_dry_run_smoke(tmp_path, monkeypatch):
-    """``--dry_run`` runs the whole chain on synthetic data (in-process to skip start-up imports;
-    the module entry point itself is checked by ``test_module_entry_point``)."""
-    monkeypatch.chdir(tmp_path)  # no config.yml here: the dry run falls back to the example
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """The folder of one ``--dry_run`` (in-process to skip start-up imports; the module entry
+    point itself is checked by ``test_module_entry_point``)."""
+    tmp_path = tmp_path_factory.mktemp("dry")
     out = tmp_path / "run"
-    assert (
-        main(["--config", str(ROOT / "config/default.yaml"), "--dry_run", "--output_dir", str(out)])
-        == 0
-    )
-    metrics = json.loads((out / "metrics.json").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)  # no config.yml here: the dry run falls back to the example
+        argv = [
+            "--config",
+            str(ROOT / "config/default.yaml"),
+            "--dry_run",
+            "--output_dir",
+            str(out),
+        ]
+        assert main(argv) == 0
+    return out
+
+
+def test_dry_run_smoke(dry_run):
+    """``--dry_run`` runs the whole chain on synthetic data."""
+    metrics = json.loads((dry_run / "metrics.json").read_text())
     assert 0 <= metrics["f1_macro"] <= 1
     assert set(metrics["labels"]) == {"cell_type_coarse", "cell_type"}
-    for name in ("latent.npy", "model/weights.safetensors", "figures/umap.png", "config.used.yaml"):
-        assert (out / name).exists(), name
+    assert {"label_efficiency", "latent_quality", "baseline"} <= set(metrics)
+    names = ["latent.npy", "model/weights.safetensors", "config.used.yaml", "annotated.h5ad"]
+    names += [f"figures/{name}.png" for name in FIGURES]
+    for name in names:
+        assert (dry_run / name).exists(), name
+
+
+def test_annotated_h5ad_opens_and_plots_in_scanpy(dry_run):
+    """annotated.h5ad works in scanpy as it is: latent, UMAP, predictions with their colours,
+    config and metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    adata = sc.read_h5ad(dry_run / "annotated.h5ad")
+    assert adata.obsm["X_vae"].shape[0] == adata.n_obs
+    assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
+    assert "X_pca" in adata.obsm
+    key = "cell_type_coarse"
+    columns = [key, f"predicted_{key}", f"predicted_{key}_knn", f"predicted_{key}_logreg"]
+    for column in columns:
+        categories = adata.obs[column].cat.categories
+        assert len(adata.uns[f"{column}_colors"]) == len(categories), column
+    assert list(adata.uns[f"{key}_colors"]) == list(adata.uns[f"predicted_{key}_knn_colors"])
+    confidence = adata.obs[f"predicted_{key}_knn_confidence"]
+    assert ((confidence > 0) & (confidence <= 1)).all()
+    assert adata.obs["label_visible"].dtype == bool
+    assert json.loads(adata.uns["config"])["eval"]["n_repeats"] == 2
+    assert json.loads(adata.uns["metrics"])["f1_macro"] == pytest.approx(
+        json.loads((dry_run / "metrics.json").read_text())["f1_macro"]
+    )
+    fig = sc.pl.umap(adata, color=columns[:2], show=False, return_fig=True)
+    fig.savefig(dry_run / "scanpy_umap.png")
+    matplotlib.pyplot.close(fig)
+    assert (dry_run / "scanpy_umap.png").stat().st_size > 0
 
 
 def test_module_entry_point():
     proc = subprocess.run(
         [sys.executable, "-m", "src.app.cli", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("train", "eval", "viz", "pipeline", "download", "embed", "plot"):
+    for command in ("train", "eval", "viz", "pipeline", "download", "embed", "annotate", "plot"):
         assert command in proc.stdout

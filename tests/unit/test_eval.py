@@ -1,84 +1,153 @@
+"""metrics.json of a run: every section, the same protocol for the latent and the PCA baseline,
+the classifier head's scores, rare classes, and the errors that name the label column."""
+
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from src.app.config import EvalConfig
-from src.app.core.eval import classification_metrics, evaluate_latent, out_of_fold_proba
+from src.app.config import Config, EvalConfig, config_from_dict
+from src.app.core.eval import evaluate_latent, evaluate_run, summary_table
+from src.app.core.keys import VISIBLE_KEY
 from src.app.errors import DataError
+from tests.unit.test_classify import blobs
+
+NAMES = np.array(["B", "Mono", "Platelet", "T"], dtype=object)
 
 
-def blobs(n_per=40, n_classes=3, sep=6.0, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, 5)) * sep
-    y = np.repeat(np.arange(n_classes), n_per)
-    return centres[y] + rng.normal(size=(len(y), 5)), y
-
-
-def test_hand_computed_metrics():
-    y = np.array([0, 0, 1, 1, 2, 2])
-    proba = np.array(
-        [[0.9, 0.1, 0], [0.2, 0.8, 0], [0.1, 0.9, 0], [0.3, 0.6, 0.1], [0, 0.1, 0.9], [0, 0.2, 0.8]]
+def run_config(**eval_keys) -> Config:
+    return config_from_dict(
+        {
+            "eval": {
+                "label_keys": ["coarse", "fine"],
+                "label_fractions": [0.05, 0.5],
+                "n_repeats": 2,
+                **eval_keys,
+            },
+            "baseline": {"n_comps": 5},
+            "annotation": {"label_key": "coarse", "label_fraction": 0.05},
+        }
     )
-    m = classification_metrics(y, proba, ["a", "b", "c"])
-    assert m["accuracy"] == pytest.approx(5 / 6)
-    # per class F1: a 2/3 (p=1, r=.5), b 0.8 (p=2/3, r=1), c 1
-    assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 0.8, "c": 1.0})
-    assert m["f1_macro"] == pytest.approx((2 / 3 + 0.8 + 1) / 3)
-    assert m["confusion_matrix"]["counts"] == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
-    assert 0.5 < m["auroc"] <= 1.0
 
 
-def test_binary_auroc_and_absent_predictions():
-    y = np.array([0, 0, 1, 1])
-    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [0.2, 0.8]])
-    m = classification_metrics(y, proba, ["neg", "pos"])
-    assert m["auroc"] == pytest.approx(0.75)
-    # a class never predicted gets F1 0 without a warning
-    m = classification_metrics(y, np.tile([1.0, 0.0], (4, 1)), ["neg", "pos"])
-    assert m["per_class_f1"]["pos"] == 0.0
+@pytest.fixture(scope="module")
+def cells():
+    """Latent, expression and labels of ~300 cells with a rare class (6 'Platelet' cells)."""
+    latent, y = blobs([120, 80, 6, 100], dim=4)
+    rng = np.random.default_rng(1)
+    expression = np.abs(latent @ rng.normal(size=(4, 30)) + rng.normal(size=(len(y), 30)))
+    coarse = NAMES[y].copy()
+    fine = np.where(coarse == "T", np.where(np.arange(len(y)) % 2, "T naive", "T memory"), coarse)
+    coarse[::25] = None  # unlabelled cells
+    obs = pd.DataFrame({"coarse": pd.Categorical(coarse), "fine": fine.astype(object)})
+    return latent, expression.astype(np.float32), obs
 
 
-def test_separable_latent_scores_high():
-    latent, y = blobs()
-    obs = pd.DataFrame({"cell_type": pd.Categorical(np.array(["x", "y", "z"])[y])})
-    m = evaluate_latent(latent, obs, EvalConfig(label_keys=("cell_type",)), seed=0)
-    assert m["f1_macro"] > 0.95
-    assert m["labels"]["cell_type"]["logreg"]["auroc"] > 0.95
-    assert m["labels"]["cell_type"]["support"] == {"x": 40, "y": 40, "z": 40}
+def test_every_section_for_the_latent_and_the_baseline(cells):
+    latent, expression, obs = cells
+    cfg = run_config()
+    m = evaluate_run(latent, obs, cfg, expression=expression)
+    json.dumps(m)  # plain JSON
+    assert m["f1_macro"] == m["labels"]["coarse"]["knn"]["f1_macro"]
+    # kNN (k=15) never predicts the 5 labelled platelets; logistic regression does
+    assert m["labels"]["coarse"]["knn"]["per_class"]["Platelet"]["f1"] == 0
+    assert m["labels"]["coarse"]["logreg"]["f1_macro"] > 0.9
+    assert m["baseline_f1_macro"] == m["baseline"]["labels"]["coarse"]["knn"]["f1_macro"]
+    assert m["baseline"]["method"] == "pca"
+    assert m["baseline"]["n_comps"] == 5
+    for tree in (m, m["baseline"]):
+        assert set(tree["labels"]) == set(tree["label_efficiency"]) == {"coarse", "fine"}
+        entry = tree["labels"]["coarse"]
+        assert entry["n_unlabelled"] == obs["coarse"].isna().sum() == 13
+        assert entry["support"]["Platelet"] == 5  # one of the 6 is unlabelled
+        for method in ("knn", "logreg"):
+            scores = entry[method]
+            assert {"accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "auroc"} <= set(
+                scores
+            )
+            assert set(scores["per_class"]["Platelet"]) == {"precision", "recall", "f1", "support"}
+            assert scores["confusion_matrix"]["classes"] == ["B", "Mono", "Platelet", "T"]
+            assert entry["from_visible"][method]["n_cells"] == entry["from_visible"]["n_evaluated"]
+        assert entry["cv"]["n_splits"] == 5
+        curves = tree["label_efficiency"]["fine"]
+        assert set(curves) == {"fractions", "knn", "logreg", "label_propagation"}
+        point = curves["logreg"]["0.05"]
+        assert point["n_repeats"] == 2
+        assert point["f1_macro"] == pytest.approx(np.mean(point["values"]))
+        assert point["f1_macro_sd"] == pytest.approx(np.std(point["values"], ddof=1))
+        quality = tree["latent_quality"]["coarse"]
+        assert {"silhouette", "ari", "nmi"} <= set(quality)
+    # the rare class at 5 %: one labelled platelet, fewer than k, said in the metrics
+    assert m["label_efficiency"]["coarse"]["fractions"]["0.05"]["classes_below_k"]["Platelet"] == 1
+    assert "knn" in m["protocol"]["rare_classes"]
+    assert m["protocol"]["label_fractions"] == [0.05, 0.5]
+    # the same draws for both representations
+    assert (
+        m["label_efficiency"]["fine"]["fractions"]
+        == m["baseline"]["label_efficiency"]["fine"]["fractions"]
+    )
 
 
-def test_unlabelled_cells_are_left_out_and_rare_classes_survive():
-    latent, y = blobs(n_per=30)
-    names = np.array(["a", "b", "c"], dtype=object)[y]
-    names[:5] = None
-    names[30:58] = "b"
-    names[58:60] = "rare"  # fewer members than folds
-    obs = pd.DataFrame({"k": names})
-    m = evaluate_latent(latent, obs, EvalConfig(label_keys=("k",)), seed=0)
-    entry = m["labels"]["k"]
-    assert entry["n_unlabelled"] == 5
-    assert entry["support"]["rare"] == 2
-    assert "rare" in entry["knn"]["per_class_f1"]
+def test_classifier_head_scores_and_its_point_on_the_curve(cells):
+    latent, _, obs = cells
+    cfg = dataclass_replace_baseline(run_config(), "none")
+    codes = pd.factorize(obs["coarse"], sort=True)[0]
+    visible = np.zeros(len(obs), dtype=bool)
+    visible[::10] = True
+    proba = np.eye(4)[np.where(codes >= 0, codes, 0)]  # a perfect head
+    proba[1] = [0.0, 0.0, 0.0, 1.0] if codes[1] != 3 else [1.0, 0.0, 0.0, 0.0]  # one mistake
+    obs = obs.assign(**{VISIBLE_KEY: visible})
+    m = evaluate_run(latent, obs, cfg, head=("coarse", proba, list(NAMES)))
+    joint = m["labels"]["coarse"]["joint"]
+    hidden = (codes >= 0) & ~visible
+    assert joint["n_evaluated"] == hidden.sum()
+    assert joint["accuracy"] == pytest.approx(1 - 1 / hidden.sum())
+    assert m["joint_f1_macro"] == joint["f1_macro"]
+    assert m["label_efficiency"]["coarse"]["joint"] == {
+        "0.05": {
+            "f1_macro": joint["f1_macro"],
+            "f1_macro_sd": None,
+            "n_repeats": 1,
+            "values": [joint["f1_macro"]],
+            "n_labelled": int(visible.sum()),
+        }
+    }
+    # kNN / logistic regression on the head's visible cells are scored on the same cells
+    assert m["labels"]["coarse"]["from_visible"]["n_evaluated"] == joint["n_evaluated"]
+    assert "baseline" not in m
+    table = summary_table(m)
+    assert set(table["representation"]) == {"vae"}
+    assert {"cv", "0.05", "0.5"} <= set(table["fraction"])
+    assert "joint" in set(table["method"])
 
 
-def test_oof_proba_rows_sum_to_one():
-    latent, y = blobs()
-    proba = out_of_fold_proba(latent, y, 3, method="logreg", cfg=EvalConfig(), seed=0)
-    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+def dataclass_replace_baseline(cfg: Config, method: str) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, baseline=dataclasses.replace(cfg.baseline, method=method))
 
 
-def test_errors_name_the_label_column():
-    latent, y = blobs()
-    obs = pd.DataFrame({"cell_type": y.astype(str)})
+def test_cross_validation_keeps_only_labelled_cells_and_classes_below_folds(cells):
+    latent, _, obs = cells
+    m = evaluate_latent(latent, obs, EvalConfig(label_keys=("coarse",), n_folds=8), seed=0)
+    entry = m["labels"]["coarse"]
+    assert entry["n_labelled"] == len(obs) - 13
+    assert entry["cv"]["classes_below_folds"] == {"Platelet": 5}  # one platelet is unlabelled
+    assert entry["knn"]["per_class"]["Platelet"]["support"] == 5
+
+
+def test_errors_name_the_label_column(cells):
+    latent, expression, obs = cells
     with pytest.raises(DataError, match="'missing'"):
         evaluate_latent(latent, obs, EvalConfig(label_keys=("missing",)), seed=0)
+    one = pd.DataFrame({"k": ["a"] * len(obs)})
     with pytest.raises(DataError, match="single class"):
-        evaluate_latent(
-            latent, pd.DataFrame({"k": ["a"] * len(y)}), EvalConfig(label_keys=("k",)), seed=0
-        )
+        evaluate_latent(latent, one, EvalConfig(label_keys=("k",)), seed=0)
+    none = pd.DataFrame({"k": [None] * len(obs)})
     with pytest.raises(DataError, match="labelled cells"):
-        evaluate_latent(
-            latent, pd.DataFrame({"k": [None] * len(y)}), EvalConfig(label_keys=("k",)), seed=0
-        )
+        evaluate_latent(latent, none, EvalConfig(label_keys=("k",)), seed=0)
     with pytest.raises(DataError, match="rows"):
-        evaluate_latent(latent[:-1], obs, EvalConfig(label_keys=("cell_type",)), seed=0)
+        evaluate_run(latent[:-1], obs, run_config(), expression=expression)
+    with pytest.raises(DataError, match="expression matrix"):
+        evaluate_run(latent, obs, run_config())

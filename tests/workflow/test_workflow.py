@@ -8,9 +8,10 @@ import subprocess
 import h5py
 import numpy as np
 
-from tests.workflow.conftest import MATRIX_CHANGES, STAGES, planned_jobs
+from src.app.layout import FIGURES
+from tests.workflow.background import MATRIX_CHANGES, STAGES, planned_jobs
 
-COMPUTE = ["preprocess", "train", "embed", "evaluate", "plot"]
+COMPUTE = ["preprocess", "train", "embed", "evaluate", "annotate", "plot"]
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -34,7 +35,8 @@ def test_dry_run_plans_every_stage_within_the_machine_profile(fresh_folder):
     assert {"viz.py"} <= inputs["plot"]
     assert "nn.py" not in inputs["plot"]
     assert {"train.py", "train_loop.py", "nn.py", "model_adapter.py"} <= inputs["train"]
-    assert {"eval.py"} <= inputs["evaluate"]
+    assert {"eval.py", "classify.py", "metrics.py", "baseline.py"} <= inputs["evaluate"]
+    assert "nn.py" not in inputs["evaluate"] | inputs["annotate"]
 
 
 def test_threads_memory_and_gpu_follow_the_machine_profile(rerun_matrix):
@@ -56,9 +58,10 @@ def test_rerun_matrix_reruns_only_stale_stages(rerun_matrix):
         if job.rule in STAGES and run is not None:
             planned.setdefault(run, set()).add(job.rule)
     expected = {
-        "train_key": {"train", "embed", "evaluate", "plot"},
-        "plot_key": {"plot"},
-        "eval_key": {"evaluate"},
+        "train_key": {"train", "embed", "evaluate", "annotate", "plot"},
+        # annotated.h5ad holds the whole config, so any key reruns annotate
+        "plot_key": {"annotate", "plot"},
+        "eval_key": {"evaluate", "annotate", "plot"},
         "source": set(STAGES),
     }
     assert set(MATRIX_CHANGES) - set(expected) == {"same"}
@@ -77,7 +80,8 @@ def test_end_to_end_keeps_no_intermediates_then_nothing_to_do(e2e_run):
     assert latent.shape[1] == 4
     with h5py.File(run / "embedded.h5ad") as f:
         assert f["obsm"]["X_vae"].shape == latent.shape
-    assert (run / "figures" / "umap.png").stat().st_size > 0
+    for name in FIGURES:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 0, name
     assert (run / "model").is_dir()
     assert (run / "config.used.yaml").exists()
     # keep_intermediate_files: false -> the temp() intermediate is gone, the raw download is not
@@ -91,10 +95,29 @@ def test_end_to_end_keeps_no_intermediates_then_nothing_to_do(e2e_run):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_report_holds_the_umap_and_metrics(e2e_run):
+def test_annotated_h5ad_reads_in_scanpy_and_metrics_have_their_sections(e2e_run):
+    import scanpy as sc
+
+    workdir, _ = e2e_run
+    run = workdir / "results" / "tiny"
+    adata = sc.read_h5ad(run / "annotated.h5ad", backed="r")
+    assert {"X_vae", "X_umap"} <= set(adata.obsm)
+    assert "X_pca" not in adata.obsm  # baseline.method: none
+    assert {"predicted_cell_type_knn", "predicted_cell_type_coarse"} <= set(adata.obs.columns)
+    assert json.loads(adata.uns["config"])["run_id"] == "tiny"
+    adata.file.close()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for section in ("labels", "label_efficiency", "latent_quality", "protocol"):
+        assert section in metrics, section
+    assert "baseline" not in metrics
+    assert set(metrics["label_efficiency"]["cell_type"]["knn"]) == {"0.1", "0.5"}
+
+
+def test_report_holds_the_figures_and_metrics(e2e_run):
     workdir, after = e2e_run
     ok(after["report"])
     html = (workdir / "report.html").read_text()
-    assert "umap.png" in html
+    for name in FIGURES:
+        assert f"{name}.png" in html, name
     assert "metrics.json" in html
     assert "UMAP of the VAE latent space" in html  # the caption

@@ -154,8 +154,9 @@ def raw_of(wildcards):
 
 def final_outputs():
     """What a run is for; the intermediate preprocessed.h5ad (temp() when not kept) is left out."""
-    names = ("model_dir", "latent", "embedded", "metrics", "umap", "config_used")
+    names = ("model_dir", "latent", "embedded", "metrics", "annotated", "config_used")
     files = [str(getattr(RUN, name)) for name in names]
+    files += [str(path) for path in RUN.figure_files.values()]
     return expand(files, run_id=RUNS) + ([SUMMARY] if len(RUNS) > 1 else [])
 
 
@@ -242,12 +243,12 @@ def intermediate(path):
 
 # --- resources ----------------------------------------------------------------------------------
 
-# RAM: a run may use max_ram_usage_gb; a job that loads the expression matrix gets that less a
-# headroom for Snakemake and the OS, evaluate and plot (latent and labels only) half of it, so
-# they can run side by side; bookkeeping jobs a little
+# RAM: a run may use max_ram_usage_gb; a job that loads the expression matrix (evaluate too, for
+# the PCA baseline) gets that less a headroom for Snakemake and the OS, plot (labels, UMAP and
+# metrics only) half of it; bookkeeping jobs a little
 BUDGET_MB = int(PROFILE.max_ram_usage_gb * 1024)
 JOB_MB = BUDGET_MB - min(max(512, BUDGET_MB // 10), BUDGET_MB // 2)
-STAGE_MB = {"evaluate": JOB_MB // 2, "plot": JOB_MB // 2}
+STAGE_MB = {"plot": JOB_MB // 2}
 SMALL_MB = min(512, JOB_MB // 2)
 GPU_STAGES = ("train", "embed")
 # wall-clock minutes, for cluster schedulers

@@ -20,7 +20,9 @@ rule evaluate:
     resources:
         **resources_for("evaluate"),
     params:
-        cfg=config_keys("eval", "seed"),
+        # annotation: the classifier head's label key and fraction (its visible cells, and
+        # the joint point of the label-efficiency curve)
+        cfg=config_keys("eval", "baseline", "annotation", "seed"),
         cli=cli,
     shell:
         "{params.cli} evaluate --latent {input.latent} --input {input.data} --output {output}"

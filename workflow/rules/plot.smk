@@ -1,14 +1,33 @@
 rule plot:
     input:
-        latent=RUN.latent,
-        data=RUN.embedded,
+        data=RUN.annotated,
+        metrics=RUN.metrics,
+        model=RUN.model_dir,
         code=stage_code("viz"),
     output:
-        report(
-            RUN.umap,
+        umap=report(
+            RUN.figure_files["umap"],
             caption="../report/umap.rst",
             category="Figures",
             labels={"run": "{run_id}", "figure": "UMAP"},
+        ),
+        confusion=report(
+            RUN.figure_files["confusion"],
+            caption="../report/confusion.rst",
+            category="Figures",
+            labels={"run": "{run_id}", "figure": "confusion matrices"},
+        ),
+        label_efficiency=report(
+            RUN.figure_files["label_efficiency"],
+            caption="../report/label_efficiency.rst",
+            category="Figures",
+            labels={"run": "{run_id}", "figure": "label efficiency"},
+        ),
+        training_curves=report(
+            RUN.figure_files["training_curves"],
+            caption="../report/training_curves.rst",
+            category="Figures",
+            labels={"run": "{run_id}", "figure": "training curves"},
         ),
     log:
         LOGS / "plot.log",
@@ -20,16 +39,17 @@ rule plot:
     resources:
         **resources_for("plot"),
     params:
-        cfg=config_keys("viz", "eval.label_keys", "seed"),
+        cfg=config_keys("viz.dpi", "eval.label_keys"),
         cli=cli,
     shell:
-        "{params.cli} plot --latent {input.latent} --input {input.data} --output {output}"
-        " > {log} 2>&1"
+        "{params.cli} plot --input {input.data} --metrics {input.metrics}"
+        " --model_dir {input.model} --output $(dirname {output.umap}) > {log} 2>&1"
 
 
 rule config_used:
     input:
         RUN.metrics,
+        RUN.annotated,
         RUN.umap,
     output:
         RUN.config_used,

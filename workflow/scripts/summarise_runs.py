@@ -1,8 +1,9 @@
 """Summary table across runs: the mean and sample SD of each metric, then one column per run.
 
 usage: python summarise_runs.py --output runs_summary.tsv results/<run_id>/metrics.json ...
-Metrics are the numbers under keys ending in accuracy, f1_macro or auroc (per-class scores,
-supports and confusion matrices are left out); a run is named by its metrics file's folder.
+Metrics are the numbers under keys ending in accuracy, f1_macro, f1_weighted, auroc, silhouette,
+ari or nmi (per-class scores, supports, confusion matrices and SDs are left out); a run is named by
+its metrics file's folder.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-METRIC = re.compile(r"(accuracy|f1_macro|auroc)$")
+METRIC = re.compile(r"(accuracy|f1_macro|f1_weighted|auroc|silhouette|ari|nmi)$")
 
 
 def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:

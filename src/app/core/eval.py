@@ -1,97 +1,187 @@
-"""Annotation metrics on a latent space: kNN and logistic regression with stratified k-fold CV.
+"""Annotation metrics of a representation (the VAE latent, or the PCA baseline) and the whole
+metrics.json of a run (:func:`evaluate_run`).
 
-Pure NumPy / scikit-learn; never trains the VAE and never imports torch.
+Per label key: kNN (k=15) and logistic regression cross-validated over the labelled cells, the
+same two fitted on the visible labels and scored on the hidden ones (as the classifier head is),
+the label-efficiency curve (kNN, logistic regression and label propagation from a seeded fraction
+of the labels), and latent quality. Pure NumPy / scikit-learn; never trains the VAE and never
+imports torch.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from src.app.config import EvalConfig
+from src.app.config import Config, EvalConfig
+from src.app.core.baseline import pca_representation
+from src.app.core.classify import (
+    METHODS,
+    TRANSFER_METHODS,
+    knn_graph,
+    label_codes,
+    out_of_fold_proba,
+    transfer_proba,
+    visible_cells,
+)
+from src.app.core.label_efficiency import curve_point, fraction_key, label_efficiency
+from src.app.core.metrics import classification_metrics, latent_quality
 from src.app.errors import DataError
 
-METHODS = ("knn", "logreg")
+__all__ = [
+    "METHODS",
+    "TRANSFER_METHODS",
+    "classification_metrics",
+    "evaluate_joint",
+    "evaluate_latent",
+    "evaluate_representation",
+    "evaluate_run",
+    "summary_table",
+]
+
+# what happens to classes with few labelled cells; written to metrics.json's protocol
+RARE_CLASSES = {
+    "draw": "each class keeps round(fraction x its labelled cells), at least 1, so every class "
+    "is in every training set; a class's cells that are drawn are not scored",
+    "knn": "k is capped at the number of training cells; a class with fewer training cells than k "
+    "stays in (label_efficiency.<key>.fractions.<f>.classes_below_k) and wins only where it holds "
+    "most of a cell's neighbours",
+    "logreg": "fitted with any number of cells per class; a training set of one class predicts "
+    "it for every cell",
+    "label_propagation": "cells the kNN graph does not connect to a training cell get the training "
+    "class frequencies (n_unreached)",
+    "cross_validation": "stratified folds, n_splits = min(n_folds, largest class); a class with "
+    "fewer cells than folds (labels.<key>.cv.classes_below_folds) is missing from the training "
+    "part of some folds and gets probability 0 there",
+}
 
 
-def make_classifier(method: str, *, n_neighbors: int, n_train: int, seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if method == "knn":
-        return KNeighborsClassifier(n_neighbors=min(n_neighbors, n_train))
-    if method == "logreg":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    raise ValueError(f"unknown method '{method}'; expected one of {METHODS}")
-
-
-def out_of_fold_proba(
-    latent: np.ndarray, y: np.ndarray, n_classes: int, *, method: str, cfg: EvalConfig, seed: int
-) -> np.ndarray:
-    """Class probabilities (cells, n_classes) for every cell from the fold that held it out.
-
-    ``y`` holds class codes 0..n_classes-1. A fold whose training part lacks a class gives that
-    class probability 0.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    n_splits = min(cfg.n_folds, int(np.bincount(y).max()))
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    proba = np.zeros((len(y), n_classes))
-    with warnings.catch_warnings():
-        # rare classes (fewer members than folds) are expected; the metrics report supports
-        warnings.filterwarnings("ignore", message="The least populated class")
-        for train_idx, test_idx in folds.split(latent, y):
-            clf = make_classifier(
-                method, n_neighbors=cfg.n_neighbors, n_train=len(train_idx), seed=seed
-            )
-            clf.fit(latent[train_idx], y[train_idx])
-            proba[np.ix_(test_idx, clf.classes_)] = clf.predict_proba(latent[test_idx])
-    return proba
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro F1, one-vs-rest macro AUROC, per-class F1 and the confusion matrix.
-
-    ``y`` holds class codes; ``proba`` is (cells, len(classes)). AUROC is None when fewer than two
-    classes are present.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
-
-    labels = np.arange(len(classes))
-    pred = proba.argmax(axis=1)
-    present = np.unique(y)
-    if len(present) < 2:
-        auroc = None
-    elif len(classes) == 2:
-        auroc = float(roc_auc_score(y, proba[:, 1]))
-    else:
-        # one-vs-rest over the classes present; rows renormalised over them
-        sub = proba[:, present]
-        sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
-        y_sub = np.searchsorted(present, y)
-        auroc = float(
-            roc_auc_score(
-                y_sub, sub, multi_class="ovr", average="macro", labels=np.arange(len(present))
-            )
-            if len(present) > 2
-            else roc_auc_score(y_sub, sub[:, 1])
+def labelled(obs: pd.DataFrame, key: str) -> tuple[np.ndarray, list[str]]:
+    """Class codes (-1: unlabelled) and class names of ``obs[key]``; fails naming the column when
+    it is missing or has fewer than 2 labelled cells or classes."""
+    if key not in obs.columns:
+        raise DataError(
+            f"label column '{key}' (eval.label_keys) is not in the data's .obs; "
+            f"available: {sorted(map(str, obs.columns))}"
         )
-    per_class = f1_score(y, pred, labels=labels, average=None, zero_division=0)
+    codes, classes = label_codes(obs[key])
+    n_known = int((codes >= 0).sum())
+    if n_known < 2:
+        raise DataError(f"label column '{key}' has {n_known} labelled cells; need >= 2")
+    if len(classes) < 2:
+        raise DataError(f"label column '{key}' has a single class ({classes[0]}); need >= 2")
+    return codes, classes
+
+
+def cross_validated(
+    rep: np.ndarray, codes: np.ndarray, classes: list[str], cfg: EvalConfig, *, seed: int
+) -> dict[str, Any]:
+    """kNN and logistic regression, k-fold cross-validated over the labelled cells."""
+    known = codes >= 0
+    y = codes[known]
+    support = np.bincount(y, minlength=len(classes))
+    entry: dict[str, Any] = {
+        "n_labelled": int(known.sum()),
+        "n_unlabelled": int((~known).sum()),
+        "support": dict(zip(classes, support.tolist(), strict=True)),
+    }
+    for method in METHODS:
+        proba, info = out_of_fold_proba(
+            rep[known],
+            y,
+            len(classes),
+            method=method,
+            n_folds=cfg.n_folds,
+            n_neighbors=cfg.n_neighbors,
+            seed=seed,
+        )
+        entry[method] = classification_metrics(y, proba, classes)
+        small = {c: int(n) for c, n in zip(classes, support, strict=True) if n < info["n_splits"]}
+        entry["cv"] = {**info, "classes_below_folds": small}
+    return entry
+
+
+def transfer(
+    rep: np.ndarray,
+    codes: np.ndarray,
+    classes: list[str],
+    visible: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """kNN and logistic regression fitted on the visible labelled cells, scored on the hidden
+    labelled cells: the cells the classifier head is scored on, and the predictions written to
+    annotated.h5ad."""
+    train = visible & (codes >= 0)
+    test = ~visible & (codes >= 0)
+    seen = set(np.unique(codes[train]).tolist())
+    out: dict[str, Any] = {
+        "n_visible": int(train.sum()),
+        "n_evaluated": int(test.sum()),
+        "classes_without_labels": [c for i, c in enumerate(classes) if i not in seen],
+    }
+    if not train.any() or not test.any():
+        return out
+    for method in METHODS:
+        proba, _ = transfer_proba(
+            rep, codes, train, len(classes), method=method, n_neighbors=cfg.n_neighbors, seed=seed
+        )
+        out[method] = classification_metrics(codes[test], proba[test], classes)
+    return out
+
+
+def evaluate_representation(
+    rep: np.ndarray, obs: pd.DataFrame, cfg: EvalConfig, *, seed: int, visible: np.ndarray
+) -> dict[str, Any]:
+    """``labels`` (cross-validated kNN / logistic regression and ``from_visible``),
+    ``label_efficiency`` and ``latent_quality`` of ``rep`` for each key of ``cfg.label_keys``."""
+    if rep.shape[0] != len(obs):
+        raise DataError(f"latent has {rep.shape[0]} rows but the data has {len(obs)} cells")
+    graph = knn_graph(rep, n_neighbors=cfg.n_neighbors)  # shared by every draw's propagation
+    out: dict[str, Any] = {"labels": {}, "label_efficiency": {}, "latent_quality": {}}
+    for key in cfg.label_keys:
+        codes, classes = labelled(obs, key)
+        entry = cross_validated(rep, codes, classes, cfg, seed=seed)
+        entry["from_visible"] = transfer(rep, codes, classes, visible, cfg, seed=seed)
+        out["labels"][key] = entry
+        out["label_efficiency"][key] = label_efficiency(
+            rep, codes, classes, cfg, seed=seed, graph=graph
+        )
+        out["latent_quality"][key] = latent_quality(rep, codes, seed=seed)
+    return out
+
+
+def protocol(cfg: EvalConfig, *, seed: int) -> dict[str, Any]:
     return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "f1_macro": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
-        "auroc": auroc,
-        "per_class_f1": {c: float(f) for c, f in zip(classes, per_class, strict=True)},
-        "confusion_matrix": {
-            "classes": classes,
-            "counts": confusion_matrix(y, pred, labels=labels).tolist(),
-        },
+        "n_folds": cfg.n_folds,
+        "n_neighbors": cfg.n_neighbors,
+        "seed": seed,
+        "headline": f"knn on {cfg.label_keys[0]}",
+        "label_fractions": list(cfg.label_fractions),
+        "n_repeats": cfg.n_repeats,
+        "rare_classes": RARE_CLASSES,
+    }
+
+
+def evaluate_latent(
+    latent: np.ndarray, obs: pd.DataFrame, cfg: EvalConfig, *, seed: int
+) -> dict[str, Any]:
+    """Cross-validated kNN and logistic regression for each key of ``cfg.label_keys``: top-level
+    ``accuracy`` and ``f1_macro`` (kNN on the first key), ``protocol`` and ``labels``."""
+    if latent.shape[0] != len(obs):
+        raise DataError(f"latent has {latent.shape[0]} rows but the data has {len(obs)} cells")
+    labels = {
+        key: cross_validated(latent, *labelled(obs, key), cfg, seed=seed) for key in cfg.label_keys
+    }
+    first = labels[cfg.label_keys[0]]["knn"]
+    return {
+        "accuracy": first["accuracy"],
+        "f1_macro": first["f1_macro"],
+        "protocol": protocol(cfg, seed=seed),
+        "labels": labels,
     }
 
 
@@ -111,51 +201,77 @@ def evaluate_joint(
     return {"n_visible": int(np.sum(visible)), "n_evaluated": int(held_out.sum()), **result}
 
 
-def evaluate_latent(
-    latent: np.ndarray, obs: pd.DataFrame, cfg: EvalConfig, *, seed: int
+def evaluate_run(
+    latent: np.ndarray,
+    obs: pd.DataFrame,
+    cfg: Config,
+    *,
+    expression: Any = None,
+    head: tuple[str, np.ndarray, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Metrics for each label key in ``cfg.label_keys`` and method in :data:`METHODS`.
+    """The metrics.json of a run: the latent's metrics (top level), the classifier head's
+    (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
+    baseline's under ``baseline``, all on the same cells, folds and label draws.
 
-    Unlabelled cells (NaN) are left out. The top-level ``accuracy`` and ``f1_macro`` are kNN on
-    the first label key.
+    ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
+    the classifier head's ``(label key, class probabilities, class names)``.
     """
-    if latent.shape[0] != len(obs):
-        raise DataError(f"latent has {latent.shape[0]} rows but the data has {len(obs)} cells")
-    results: dict[str, Any] = {}
-    for key in cfg.label_keys:
-        if key not in obs.columns:
-            raise DataError(
-                f"label column '{key}' (eval.label_keys) is not in the data's .obs; "
-                f"available: {sorted(map(str, obs.columns))}"
-            )
-        labels = obs[key]
-        mask = labels.notna().to_numpy()
-        if mask.sum() < 2:
-            raise DataError(f"label column '{key}' has {int(mask.sum())} labelled cells; need >= 2")
-        codes, uniques = pd.factorize(labels[mask], sort=True)
-        classes = [str(c) for c in uniques]
-        if len(classes) < 2:
-            raise DataError(f"label column '{key}' has a single class ({classes[0]}); need >= 2")
-        entry: dict[str, Any] = {
-            "n_labelled": int(mask.sum()),
-            "n_unlabelled": int((~mask).sum()),
-            "support": dict(zip(classes, np.bincount(codes).tolist(), strict=True)),
+    seed = cfg.seed
+    visible = visible_cells(obs, cfg)
+    vae = evaluate_representation(latent, obs, cfg.eval, seed=seed, visible=visible)
+    first = vae["labels"][cfg.eval.label_keys[0]]["knn"]
+    metrics: dict[str, Any] = {"accuracy": first["accuracy"], "f1_macro": first["f1_macro"]}
+    if head is not None:
+        key, proba, categories = head
+        joint = evaluate_joint(obs[key], proba, categories, visible=visible)
+        vae["labels"].setdefault(key, {})["joint"] = joint
+        if key in vae["label_efficiency"]:
+            point = {**curve_point([joint["f1_macro"]]), "n_labelled": joint["n_visible"]}
+            fraction = fraction_key(cfg.annotation.label_fraction)
+            vae["label_efficiency"][key]["joint"] = {fraction: point}
+        metrics["joint_f1_macro"] = joint["f1_macro"]
+    baseline = None
+    if cfg.baseline.method == "pca":
+        if expression is None:
+            raise DataError("the PCA baseline needs the expression matrix (baseline.method: pca)")
+        rep = pca_representation(expression, cfg.baseline, seed=seed)
+        baseline = {
+            "method": "pca",
+            "n_comps": int(rep.shape[1]),
+            "scale": cfg.baseline.scale,
+            **evaluate_representation(rep, obs, cfg.eval, seed=seed, visible=visible),
         }
-        for method in METHODS:
-            proba = out_of_fold_proba(
-                latent[mask], codes, len(classes), method=method, cfg=cfg, seed=seed
-            )
-            entry[method] = classification_metrics(codes, proba, classes)
-        results[key] = entry
-    first = results[cfg.label_keys[0]]["knn"]
-    return {
-        "accuracy": first["accuracy"],
-        "f1_macro": first["f1_macro"],
-        "protocol": {
-            "n_folds": cfg.n_folds,
-            "n_neighbors": cfg.n_neighbors,
-            "seed": seed,
-            "headline": f"knn on {cfg.label_keys[0]}",
-        },
-        "labels": results,
+        metrics["baseline_f1_macro"] = baseline["labels"][cfg.eval.label_keys[0]]["knn"]["f1_macro"]
+    metrics["protocol"] = {
+        **protocol(cfg.eval, seed=seed),
+        "latent_dim": int(latent.shape[1]),
+        "n_visible": int(visible.sum()),
     }
+    metrics.update(vae)
+    if baseline is not None:
+        metrics["baseline"] = baseline
+    return metrics
+
+
+def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Macro F1 per label key, method, representation (vae, pca) and label fraction ("cv": k-fold
+    cross-validation on all labels) from a metrics.json tree; one row each."""
+    rows = []
+    sources = {"vae": metrics, "pca": metrics.get("baseline") or {}}
+    for rep, tree in sources.items():
+        for key, entry in tree.get("labels", {}).items():
+            rows.extend(
+                (key, method, rep, "cv", entry[method]["f1_macro"], None)
+                for method in METHODS
+                if method in entry
+            )
+        for key, curves in tree.get("label_efficiency", {}).items():
+            for method, points in curves.items():
+                if method == "fractions":
+                    continue
+                for fraction, point in points.items():
+                    rows.append(
+                        (key, method, rep, fraction, point["f1_macro"], point["f1_macro_sd"])
+                    )
+    columns = ["label_key", "method", "representation", "fraction", "f1_macro", "sd"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,75 +1,288 @@
-"""UMAP figures of the latent space. Reads results and draws; never imports torch."""
+"""Figures of a run (scanpy's ``pl``): UMAP panels, confusion matrices, the label-efficiency
+curve and the training curves. Reads results and draws; never computes them, never imports
+torch."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from src.app.config import VizConfig
+from src.app.core.colours import UNLABELLED_COLOUR, category_colours
+from src.app.core.keys import LABEL_KEY_KEY, UMAP_KEY, VISIBLE_KEY, predicted_key
 from src.app.io_utils import atomic_path
 
-UNLABELLED_COLOUR = "#d0d0d0"
+# one colour per method and one line style per representation, in every figure
+METHOD_STYLE = {
+    "knn": ("#1f77b4", "kNN"),
+    "logreg": ("#ff7f0e", "logistic regression"),
+    "label_propagation": ("#2ca02c", "label propagation"),
+    "joint": ("#d62728", "joint classifier head"),
+}
+REPRESENTATION_STYLE = {"vae": ("-", "o", "VAE latent"), "pca": ("--", "s", "PCA baseline")}
+
+__all__ = [
+    "category_colours",
+    "plot_confusion",
+    "plot_embedding",
+    "plot_label_efficiency",
+    "plot_training_curves",
+]
 
 
-def compute_umap(latent: np.ndarray, cfg: VizConfig, *, seed: int) -> np.ndarray:
-    """2-D UMAP coordinates (cells, 2) of ``latent`` with scanpy (umap-learn underneath); seeded,
-    so reruns give the same layout."""
-    import anndata as ad
-    import scanpy as sc
-
-    adata = ad.AnnData(
-        obsm={"X_latent": np.asarray(latent, dtype=np.float32)}, shape=(len(latent), 0)
-    )
-    sc.pp.neighbors(
-        adata,
-        use_rep="X_latent",
-        n_neighbors=min(cfg.n_neighbors, len(latent) - 1),
-        method=cfg.neighbors_method,
-        random_state=seed,
-    )
-    sc.tl.umap(adata, min_dist=cfg.min_dist, random_state=seed)
-    return adata.obsm["X_umap"]
-
-
-def category_colours(categories: list[str]) -> dict[str, str]:
-    """One fixed colour per category (sorted order), so figures agree with each other."""
-    import matplotlib as mpl
-
-    cmap = mpl.colormaps["tab20" if len(categories) > 10 else "tab10"]
-    return {c: mpl.colors.to_hex(cmap(i % cmap.N)) for i, c in enumerate(sorted(categories))}
-
-
-def plot_embedding(
-    coords: np.ndarray, panels: dict[str, pd.Series], out: str | Path, *, dpi: int
-) -> None:
-    """Scatter ``coords`` once per panel, coloured by that panel's labels; writes ``out`` (PNG).
-
-    Unlabelled cells (NaN) are drawn grey underneath.
-    """
+def _pyplot() -> Any:
     import matplotlib as mpl
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
-    for ax, (title, labels) in zip(axes[0], panels.items(), strict=True):
-        values = labels.astype("object").to_numpy()
-        known = pd.notna(values)
-        colours = category_colours([str(v) for v in pd.unique(values[known])])
-        size = max(2.0, min(20.0, 30000 / max(len(values), 1)))
-        ax.scatter(*coords[~known].T, s=size, c=UNLABELLED_COLOUR, label="unlabelled", lw=0)
-        for cat, colour in colours.items():
-            sel = known & (values.astype(str) == cat)
-            ax.scatter(*coords[sel].T, s=size, c=colour, label=cat, lw=0)
-        ax.set_title(title)
-        ax.set_xlabel("UMAP 1")
-        ax.set_ylabel("UMAP 2")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2)
-    fig.tight_layout()
+    return plt
+
+
+def _save(fig: Any, out: str | Path, *, dpi: int) -> None:
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def _legend(ax: Any, handles: list[Any], *, title: str | None = None) -> None:
+    """A legend outside the axes, to their right."""
+    ax.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        frameon=False,
+        title=title,
+        fontsize="small",
+    )
+
+
+def plot_embedding(
+    coords: np.ndarray,
+    panels: dict[str, pd.Series],
+    out: str | Path,
+    *,
+    dpi: int,
+    ncols: int | None = None,
+) -> None:
+    """Scatter ``coords`` (cells, 2) once per panel, coloured by that panel's labels; writes
+    ``out`` (PNG).
+
+    Panels fill rows of ``ncols`` (default: one row). The panels of a row share one colour per
+    category (:func:`category_colours`) and one legend, right of the row; unlabelled cells (NaN)
+    are drawn grey underneath.
+    """
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    items = list(panels.items())
+    ncols = ncols or len(items)
+    nrows = math.ceil(len(items) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols + 2.5, 4.6 * nrows), squeeze=False)
+    size = max(2.0, min(20.0, 30000 / max(len(coords), 1)))
+    for r in range(nrows):
+        row = items[r * ncols : (r + 1) * ncols]
+        values = [labels.astype("object").to_numpy() for _, labels in row]
+        cats = sorted({str(v) for vals in values for v in vals[pd.notna(vals)]})
+        colours = category_colours(cats)
+        any_unlabelled = False
+        for ax, (title, _), vals in zip(axes[r], row, values, strict=False):
+            known = pd.notna(vals)
+            any_unlabelled |= bool((~known).any())
+            ax.scatter(*coords[~known].T, s=size, c=UNLABELLED_COLOUR, lw=0)
+            names = np.where(known, vals.astype(str), "")
+            for cat in cats:
+                sel = names == cat
+                ax.scatter(*coords[sel].T, s=size, c=colours[cat], lw=0)
+            ax.set_title(title, fontsize="medium")
+            ax.set_xlabel("UMAP 1")
+            ax.set_ylabel("UMAP 2")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[r][len(row) :]:
+            ax.set_visible(False)
+        handles = [
+            Line2D([], [], marker="o", ls="", color=colours[c], label=c, markersize=6) for c in cats
+        ]
+        if any_unlabelled:
+            handles.append(
+                Line2D([], [], marker="o", ls="", color=UNLABELLED_COLOUR, label="unlabelled")
+            )
+        _legend(axes[r][len(row) - 1], handles)
+    fig.tight_layout()
+    _save(fig, out, dpi=dpi)
+
+
+def plot_confusion(
+    panels: dict[str, tuple[list[str], list[list[int]]]], out: str | Path, *, dpi: int
+) -> None:
+    """Row-normalised confusion matrices, one panel per ``title -> (class names, counts)`` (rows
+    true, columns predicted); each cell shows the share of its true class."""
+    plt = _pyplot()
+    sizes = [len(classes) for classes, _ in panels.values()]
+    width = [max(4.0, 0.55 * n + 2.5) for n in sizes]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(sum(width) + 1.5, max(width) + 0.5), squeeze=False
+    )
+    for ax, (title, (classes, table)) in zip(axes[0], panels.items(), strict=True):
+        counts = np.asarray(table, dtype=float)
+        rows = counts.sum(axis=1, keepdims=True)
+        share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        font = "x-small" if len(classes) > 8 else "small"
+        for i, j in zip(*np.nonzero(share >= 0.005), strict=True):
+            colour = "white" if share[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", color=colour, size=font)
+        ticks = np.arange(len(classes))
+        ax.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=font)
+        ax.set_yticks(ticks, [f"{c} ({int(n)})" for c, n in zip(classes, rows[:, 0], strict=True)])
+        ax.tick_params(axis="y", labelsize=font)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true (cells)")
+        ax.set_title(title, fontsize="medium")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    _save(fig, out, dpi=dpi)
+
+
+def _curve(points: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fractions, mean and SD (0 where unknown) of one method's label-efficiency points."""
+    fracs = sorted(points, key=float)
+    kept = [f for f in fracs if points[f]["f1_macro"] is not None]
+    mean = np.array([points[f]["f1_macro"] for f in kept], dtype=float)
+    sd = np.array([points[f]["f1_macro_sd"] or 0.0 for f in kept], dtype=float)
+    return np.array([float(f) for f in kept]), mean, sd
+
+
+def plot_label_efficiency(
+    metrics: dict[str, Any], out: str | Path, *, dpi: int, label_keys: list[str]
+) -> None:
+    """Macro F1 on the unlabelled cells against the labelled fraction, one panel per label key:
+    each method (colour) on the VAE latent (solid) and the PCA baseline (dashed), mean and SD over
+    the repeated draws; the classifier head is one star at its own label fraction."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    keys = [k for k in label_keys if k in metrics.get("label_efficiency", {})]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys) + 3, 4.4), squeeze=False)
+    sources = {"vae": metrics, "pca": metrics.get("baseline") or {}}
+    fractions = [float(f) for f in metrics.get("protocol", {}).get("label_fractions", [])]
+    shown: dict[str, Any] = {}
+    for ax, key in zip(axes[0], keys, strict=True):
+        for rep, tree in sources.items():
+            line, marker, rep_name = REPRESENTATION_STYLE[rep]
+            for method, points in tree.get("label_efficiency", {}).get(key, {}).items():
+                if method not in METHOD_STYLE:
+                    continue
+                colour, name = METHOD_STYLE[method]
+                x, y, sd = _curve(points)
+                label = f"{name} ({rep_name})"
+                if method == "joint":  # one point: the head's own label fraction
+                    ax.plot(x, y, marker="*", ls="", color=colour, markersize=15, zorder=5)
+                    style = {"marker": "*", "ls": "", "markersize": 12}
+                else:
+                    ax.errorbar(x, y, yerr=sd, color=colour, ls=line, marker=marker, capsize=3)
+                    style = {"marker": marker, "ls": line}
+                shown.setdefault(label, Line2D([], [], color=colour, label=label, **style))
+        ax.set_xscale("log")
+        if fractions:
+            ax.set_xticks(fractions, [f"{100 * f:g}%" for f in fractions])
+            ax.minorticks_off()
+        ax.set_ylim(top=1.0)
+        ax.set_xlabel("labelled cells (stratified fraction)")
+        ax.set_ylabel("macro F1 on the unlabelled cells")
+        ax.set_title(key, fontsize="medium")
+        ax.grid(alpha=0.3)
+    repeats = metrics.get("protocol", {}).get("n_repeats")
+    _legend(axes[0][-1], list(shown.values()), title=f"mean and SD over {repeats} draws")
+    against = " against the PCA baseline" if sources["pca"] else ""
+    fig.suptitle(f"Label efficiency: VAE latent{against}")
+    fig.tight_layout()
+    _save(fig, out, dpi=dpi)
+
+
+def plot_training_curves(history: list[dict[str, Any]], out: str | Path, *, dpi: int) -> None:
+    """Per-epoch loss (train and validation), reconstruction and KL (with the KL weight), and the
+    classification loss when the model has a classifier head."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    frame = pd.DataFrame(history)
+    epochs = frame["epoch"] if "epoch" in frame else np.arange(1, len(frame) + 1)
+    panels = [("loss", ["train_loss", "val_loss"]), ("reconstruction", ["reconstruction"])]
+    panels.append(("KL divergence", ["kl"]))
+    if "classification" in frame and frame["classification"].fillna(0).abs().sum() > 0:
+        panels.append(("classification (cross-entropy)", ["classification"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, columns) in zip(axes[0], panels, strict=True):
+        for column in columns:
+            if column in frame and frame[column].notna().any():
+                ax.plot(epochs, frame[column], marker="." if len(frame) < 30 else None)
+                ax.lines[-1].set_label(column.replace("_", " "))
+        if title == "KL divergence" and "kl_weight" in frame and frame["kl_weight"].nunique() > 1:
+            twin = ax.twinx()
+            twin.plot(epochs, frame["kl_weight"], color="grey", ls=":", label="KL weight")
+            twin.set_ylabel("KL weight")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(ax.lines) > 1:
+            ax.legend(frameon=False, fontsize="small")
+    fig.suptitle(f"Training curves ({len(frame)} epoch{'s' if len(frame) != 1 else ''})")
+    fig.tight_layout()
+    _save(fig, out, dpi=dpi)
+
+
+def umap_panels(adata: Any, label_keys: list[str]) -> dict[str, pd.Series]:
+    """The UMAP figure's panels: for each label key, the true labels and the prediction shown
+    beside them (the classifier head's where it predicts that key, else kNN's)."""
+    obs = adata.obs
+    n_visible = int(obs[VISIBLE_KEY].sum()) if VISIBLE_KEY in obs else None
+    source = f"from {n_visible} labelled cells" if n_visible is not None else ""
+    panels: dict[str, pd.Series] = {}
+    for key in label_keys:
+        panels[f"{key}: true"] = obs[key]
+        if adata.uns.get(LABEL_KEY_KEY) == key and predicted_key(key) in obs:
+            panels[f"{key}: predicted, joint head {source}"] = obs[predicted_key(key)]
+        elif predicted_key(key, "knn") in obs:
+            panels[f"{key}: predicted, kNN {source}"] = obs[predicted_key(key, "knn")]
+    return panels
+
+
+def confusion_panels(metrics: dict[str, Any], label_keys: list[str]) -> dict[str, Any]:
+    """The confusion figure's panels: cross-validated kNN for each label key, and the classifier
+    head on the cells it did not see."""
+    n_folds = metrics.get("protocol", {}).get("n_folds")
+    panels = {}
+    for key in label_keys:
+        entry = metrics["labels"][key]
+        matrix = entry["knn"]["confusion_matrix"]
+        panels[f"{key}: kNN, {n_folds}-fold CV"] = (matrix["classes"], matrix["counts"])
+        if "joint" in entry:
+            matrix = entry["joint"]["confusion_matrix"]
+            title = f"{key}: joint head, {entry['joint']['n_evaluated']} unseen cells"
+            panels[title] = (matrix["classes"], matrix["counts"])
+    return panels
+
+
+def plot_run(
+    adata: Any,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    figures: dict[str, Path],
+    *,
+    label_keys: list[str],
+    dpi: int,
+) -> None:
+    """Every figure of a run from annotated.h5ad (``adata``: its ``.obs``, ``.obsm["X_umap"]``,
+    ``.uns``), metrics.json and the training history; ``figures``: name -> output path for
+    ``umap``, ``confusion``, ``label_efficiency`` and ``training_curves``."""
+    coords = np.asarray(adata.obsm[UMAP_KEY])
+    plot_embedding(coords, umap_panels(adata, label_keys), figures["umap"], dpi=dpi, ncols=2)
+    plot_confusion(confusion_panels(metrics, label_keys), figures["confusion"], dpi=dpi)
+    plot_label_efficiency(metrics, figures["label_efficiency"], dpi=dpi, label_keys=label_keys)
+    plot_training_curves(history, figures["training_curves"], dpi=dpi)

@@ -1,0 +1,103 @@
+"""Classifiers fitted on part of the labels: rare classes, single-class training sets, label
+propagation, and the stratified label draw."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.app.core.classify import (
+    draw_visible,
+    fit_predict,
+    knn_graph,
+    label_codes,
+    label_propagation,
+    out_of_fold_proba,
+    transfer_proba,
+)
+
+
+def blobs(sizes, *, dim=5, sep=8.0, seed=0):
+    """Gaussian blobs, one per class, of the given sizes; returns (points, class codes)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    centres = rng.normal(size=(len(sizes), dim)) * sep
+    return centres[y] + rng.normal(size=(len(y), dim)), y
+
+
+def test_label_codes_sort_names_and_mark_unlabelled():
+    codes, classes = label_codes(pd.Series(["b", None, "a", "b", np.nan]))
+    assert classes == ["a", "b"]
+    assert codes.tolist() == [1, -1, 0, 1, -1]
+
+
+def test_draw_keeps_every_class_and_matches_the_classifier_heads_draw():
+    from src.app.core.data_adapter import visible_label_mask
+
+    values = np.array(["T"] * 200 + ["B"] * 50 + ["Platelet"] * 3 + [None] * 10, dtype=object)
+    codes, classes = label_codes(pd.Series(values))
+    visible = draw_visible(codes, fraction=0.01, seed=3)
+    counts = dict(zip(classes, np.bincount(codes[visible], minlength=3).tolist(), strict=True))
+    assert counts == {"B": 1, "Platelet": 1, "T": 2}  # round(0.01 n), at least one
+    assert not visible[codes < 0].any()
+    np.testing.assert_array_equal(visible, draw_visible(codes, fraction=0.01, seed=3))
+    head = visible_label_mask(pd.Series(values), fraction=0.01, seed=3)
+    np.testing.assert_array_equal(visible, head)
+
+
+def test_single_class_training_predicts_it_and_knn_caps_k():
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    proba = fit_predict(x[:3], np.array([1, 1, 1]), x, 3, method="logreg", n_neighbors=15, seed=0)
+    np.testing.assert_array_equal(proba, np.tile([0.0, 1.0, 0.0], (6, 1)))
+    # 4 training cells, k=15: capped at 4, no error
+    y = np.array([0, 0, 2, 2])
+    proba = fit_predict(x[:4], y, x, 3, method="knn", n_neighbors=15, seed=0)
+    assert proba.shape == (6, 3)
+    assert (proba[:, 1] == 0).all()
+    with pytest.raises(ValueError, match="unknown method"):
+        fit_predict(x[:4], y, x, 3, method="svm", n_neighbors=15, seed=0)
+
+
+def test_a_fold_with_a_single_training_class():
+    # four a cells, one b: 4 folds; the fold holding the b cell trains on a alone
+    x, _ = blobs([5], dim=2)
+    y = np.array([0, 0, 0, 0, 1])
+    proba, info = out_of_fold_proba(x, y, 2, method="logreg", n_folds=5, n_neighbors=15, seed=0)
+    assert info["n_splits"] == 4
+    assert info["single_class_folds"] == 1
+    assert info["n_neighbors"] == 3  # capped at the smallest training part
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert proba[4].tolist() == [1.0, 0.0]
+
+
+def test_folds_when_every_class_is_a_single_cell():
+    x, y = blobs([1, 1, 1], dim=2)
+    proba, info = out_of_fold_proba(x, y, 3, method="knn", n_folds=5, n_neighbors=15, seed=0)
+    assert info["n_splits"] == 3
+    assert proba.shape == (3, 3)
+
+
+def test_label_propagation_spreads_within_components_and_falls_back_outside():
+    x, y = blobs([10, 10, 10], dim=3, sep=50.0)
+    graph = knn_graph(x, n_neighbors=3)  # blobs far apart: three separate components
+    codes = np.where(y < 2, y, -1)
+    train = np.zeros(30, dtype=bool)
+    train[[0, 10]] = True  # one labelled cell in each of the first two blobs
+    proba, unreached = label_propagation(graph, codes, train, 2)
+    assert unreached == 10
+    assert (proba[:10].argmax(axis=1) == 0).all()
+    assert (proba[10:20].argmax(axis=1) == 1).all()
+    np.testing.assert_allclose(proba[20:], 0.5)  # the training class frequencies
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("method", ["knn", "logreg", "label_propagation"])
+def test_one_percent_labels_with_a_rare_class(method):
+    # 14 rare cells among ~1,100: a 1 % draw labels one of them, fewer than k
+    x, y = blobs([700, 400, 14])
+    visible = draw_visible(y, fraction=0.01, seed=0)
+    assert np.bincount(y[visible]).tolist() == [7, 4, 1]
+    proba, _ = transfer_proba(x, y, visible, 3, method=method, n_neighbors=15, seed=0)
+    assert proba.shape == (len(y), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    accuracy = (proba.argmax(axis=1) == y)[~visible].mean()
+    assert accuracy > 0.6

@@ -1,0 +1,229 @@
+"""The workflow tests' Snakemake runs (a real tiny run and the checks after it, the rerun matrix,
+dry runs on a fresh folder), each a sequence of steps in a background thread, so that they overlap
+each other and the in-process tests. A module of its own (not conftest.py, which pytest imports
+under another name) so that every importer shares one registry of started runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src.app.layout import FIGURES
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ["download", "preprocess", "train", "embed", "evaluate", "annotate", "plot"]
+RUN_CONFIG = {
+    "run_id": "tiny",
+    "data": {"source": "tiny.h5ad", "labels": None},
+    "preprocess": {"n_top_genes": 150},
+    "model": {"latent_dim": 4, "hidden_dims": [32]},
+    "train": {"epochs": 2},
+    "eval": {"label_fractions": [0.1, 0.5], "n_repeats": 1},
+    # the baseline is covered by the in-process dry run (tests/unit/test_cli.py); here its absence
+    "baseline": {"method": "none"},
+    "viz": {"neighbors_method": "gauss", "dpi": 40},
+}
+BACKGROUND_KEY = pytest.StashKey[dict]()
+
+
+def write_profile(workdir: Path, **changes) -> None:
+    """config.yml: the example machine profile, 1 thread, with ``changes``."""
+    from tests.conftest import profile_dict
+
+    profile = profile_dict(**{"annotation_threads": 1, **changes})
+    (workdir / "config.yml").write_text(yaml.safe_dump(profile))
+
+
+def write_tiny_workdir(workdir: Path, **profile_changes) -> None:
+    """A synthetic h5ad, a CPU machine profile and a small run config in ``workdir``."""
+    from src.app.core.synthetic import synthetic_counts
+
+    synthetic_counts(n_cells=300, n_genes=600, seed=1).write_h5ad(workdir / "tiny.h5ad")
+    write_profile(workdir, **profile_changes)
+    (workdir / "run.yaml").write_text(yaml.safe_dump(RUN_CONFIG))
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+        "--directory", str(workdir), "--config", f"app_config={workdir / 'run.yaml'}", *args,
+    ]  # fmt: skip
+
+
+def niced(cmd: list[str], nice: int) -> list[str]:
+    """``cmd`` at a lower CPU priority: checks that wait on nothing yield to the critical path."""
+    return ["nice", "-n", str(nice), *cmd] if nice and shutil.which("nice") else cmd
+
+
+def snakemake(workdir: Path, *args: str, nice: int = 0) -> subprocess.CompletedProcess:
+    """Run Snakemake on ``workdir``; it must succeed."""
+    proc = subprocess.run(
+        niced(snakemake_cmd(workdir, *args), nice), capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@dataclass
+class Job:
+    """One job of a dry run's plan."""
+
+    rule: str
+    wildcards: dict[str, str] = field(default_factory=dict)
+    threads: int = 1
+    resources: dict[str, str] = field(default_factory=dict)
+    input: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> str | None:
+        return self.wildcards.get("run_id")
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> list[Job]:
+    """Jobs of a dry run's output (``rule X:`` blocks with wildcards, threads and resources)."""
+    jobs: list[Job] = []
+    for line in proc.stdout.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):$", line):
+            jobs.append(Job(m.group(1)))
+        elif jobs and (m := re.match(r"^    (input|wildcards|threads|resources): (.*)$", line)):
+            key, value = m.groups()
+            if key == "threads":
+                jobs[-1].threads = int(value)
+            elif key == "input":
+                jobs[-1].input = value.split(", ")
+            else:
+                pairs = (item.split("=", 1) for item in value.split(", "))
+                setattr(jobs[-1], key, dict(pairs))
+    return jobs
+
+
+class Background:
+    """``steps`` run one after another in a thread; ``result()`` waits and re-raises errors."""
+
+    def __init__(self, steps: Callable[[], object]) -> None:
+        self.value: object = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(steps,), daemon=True)
+        self.thread.start()
+
+    def _run(self, steps: Callable[[], object]) -> None:
+        try:
+            self.value = steps()
+        except BaseException as exc:  # handed to the test that waits for it
+            self.error = exc
+
+    def result(self, timeout: float = 600) -> object:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "background workflow run timed out"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+# --- the background jobs ---------------------------------------------------------------------
+
+
+def snakemake_all(workdir: Path, calls: dict[str, tuple[str, ...]], nice: int = 0) -> dict:
+    """Several Snakemake calls on ``workdir`` at once (name -> arguments); their results."""
+    procs = {
+        name: subprocess.Popen(
+            niced(snakemake_cmd(workdir, *args), nice),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in calls.items()
+    }
+    out = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return out
+
+
+def e2e_steps() -> tuple[Path, dict]:
+    """A real tiny run with keep_intermediate_files: false, then (at once) a dry run and the HTML
+    report."""
+    workdir = Path(tempfile.mkdtemp(prefix="cellvae-e2e-"))
+    write_tiny_workdir(workdir, keep_intermediate_files=False)
+    snakemake(workdir, "--cores", "2")
+    after = snakemake_all(
+        workdir,
+        {"again": ("-n",), "report": ("--report", str(workdir / "report.html"))},
+    )
+    return workdir, after
+
+
+# the end-to-end run is the suite's critical path; the dry runs give way to it
+NICE = 10
+# runs of the rerun matrix: each one's change after the first (touched) state, by run id
+MATRIX_CHANGES = {
+    "same": {},
+    "train_key": {"train": {"epochs": 3}},
+    "plot_key": {"viz": {"dpi": 41}},
+    "eval_key": {"eval": {"n_neighbors": 5}},
+    "source": {"data": {"source": "tiny2.h5ad"}},
+}
+
+
+def matrix_steps() -> tuple[Path, subprocess.CompletedProcess]:
+    """Empty outputs made up to date with ``--touch`` (which records params and inputs like a real
+    run), then a dry run after each run's change and with a config.yml of other threads, memory
+    and GPU."""
+    workdir = Path(tempfile.mkdtemp(prefix="cellvae-matrix-"))
+    write_tiny_workdir(workdir)
+    shutil.copy(workdir / "tiny.h5ad", workdir / "tiny2.h5ad")
+    runs = {run_id: {} for run_id in MATRIX_CHANGES}
+    (workdir / "runs.yaml").write_text(yaml.safe_dump({"runs": runs}))
+    for run_id in runs:
+        run = workdir / "results" / run_id
+        (run / "model").mkdir(parents=True)
+        (run / "figures").mkdir()
+        for name in ("preprocessed.h5ad", "latent.npy", "embedded.h5ad", "metrics.json"):
+            (run / name).touch()
+        (run / "annotated.h5ad").touch()
+        for name in FIGURES:
+            (run / "figures" / f"{name}.png").touch()
+        (run / "config.used.yaml").touch()
+    (workdir / "results" / "runs_summary.tsv").touch()
+    (workdir / "resources" / "raw").mkdir(parents=True)
+    (workdir / "resources" / "raw" / "tiny.h5ad").touch()
+    # --forceall: every job is touched in order (later outputs newer) and records its metadata
+    runs_file = str(workdir / "runs.yaml")
+    touch = ("--touch", "--forceall", "--cores", "1")
+    snakemake(workdir, "--configfile", runs_file, *touch, nice=NICE)
+
+    (workdir / "runs.yaml").write_text(yaml.safe_dump({"runs": MATRIX_CHANGES}))
+    # gpu_vram_gb <= 4 keeps the default batch size, a train key, as it was (128)
+    write_profile(workdir, annotation_threads=3, max_ram_usage_gb=3.0, gpu_vram_gb=4.0)
+    plan = snakemake(workdir, "--configfile", runs_file, "-n", "--cores", "8", nice=NICE)
+    return workdir, plan
+
+
+def fresh_steps() -> tuple[Path, dict]:
+    """A dry run on a fresh tiny folder (1 thread, 2 GB, no GPU). The linter, snakefmt, the rule
+    graph and the SLURM dry run are checked by .ci/run, outside the 30 s suite."""
+    workdir = Path(tempfile.mkdtemp(prefix="cellvae-fresh-"))
+    write_tiny_workdir(workdir, annotation_threads=1, max_ram_usage_gb=2.0, gpu_vram_gb=0.0)
+    return workdir, snakemake_all(workdir, {"plan": ("-n", "--cores", "4")}, nice=NICE)
+
+
+# fixture name -> the background job it waits for
+BACKGROUND = {"e2e_run": e2e_steps, "rerun_matrix": matrix_steps, "fresh_folder": fresh_steps}
+
+
+def start_background(config: pytest.Config, names: set[str]) -> None:
+    """Start the background jobs of the fixtures ``names`` that have not started yet."""
+    started = config.stash.setdefault(BACKGROUND_KEY, {})
+    for name in sorted(names & set(BACKGROUND) - set(started)):
+        started[name] = Background(BACKGROUND[name])
