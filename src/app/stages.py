@@ -104,16 +104,21 @@ def embed(
     log.info("latent: %d cells x %d dims", *z.shape)
 
 
-def read_obs(path: str | Path) -> Any:
-    """The ``.obs`` table of an h5ad without loading its matrices."""
+def _read_element(path: str | Path, key: str, what: str) -> Any:
+    """One element (``obs``, ``X``, ...) of an h5ad without loading the rest."""
     import anndata as ad
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            return ad.io.read_elem(f["obs"])
+            return ad.io.read_elem(f[key])
     except (OSError, KeyError) as exc:
-        raise DataError(f"could not read .obs of {path}: {exc}") from None
+        raise DataError(f"could not read {what} of {path}: {exc}") from None
+
+
+def read_obs(path: str | Path) -> Any:
+    """The ``.obs`` table of an h5ad without loading its matrices."""
+    return _read_element(path, "obs", ".obs")
 
 
 def load_latent(path: str | Path) -> np.ndarray:
@@ -147,14 +152,7 @@ def read_head_predictions(path: str | Path) -> tuple[str, np.ndarray, list[str]]
 
 def read_expression(path: str | Path) -> Any:
     """``.X`` of an h5ad (the log-normalised HVGs of the preprocess stage)."""
-    import anndata as ad
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return ad.io.read_elem(f["X"])
-    except (OSError, KeyError) as exc:
-        raise DataError(f"could not read the expression matrix .X of {path}: {exc}") from None
+    return _read_element(path, "X", "the expression matrix .X")
 
 
 def read_json(path: str | Path, *, stage: str) -> Any:

@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 
 from src.app.config import AnnotationConfig, Config
+from src.app.core.classify import draw_visible
+from src.app.core.classify import label_codes as classify_codes
 from src.app.core.h5ad import StoredMatrix, check_unique, read_annotations
 from src.app.core.nn import COUNT_LIKELIHOODS
 from src.app.core.preprocess import COUNTS_LAYER, SPLIT_KEY
@@ -65,19 +67,9 @@ class Batch:
 
 
 def visible_label_mask(labels: pd.Series, *, fraction: float, seed: int) -> np.ndarray:
-    """Which labelled cells keep their label: a seeded ``fraction`` of each class, at least one.
-
-    Stratified so rare classes (14 platelets in PBMC 3k) are never left without an example.
-    """
-    rng = np.random.default_rng(seed)
-    visible = np.zeros(len(labels), dtype=bool)
-    values = labels.to_numpy()
-    known = pd.notna(values)
-    for cls in sorted(pd.unique(values[known]), key=str):
-        members = np.flatnonzero(known & (values == cls))
-        n_keep = max(1, round(fraction * len(members)))
-        visible[rng.choice(members, size=n_keep, replace=False)] = True
-    return visible
+    """Which labelled cells keep their label: a seeded ``fraction`` of each class, at least one
+    (:func:`src.app.core.classify.draw_visible` on the label codes)."""
+    return draw_visible(classify_codes(labels)[0], fraction=fraction, seed=seed)
 
 
 def label_codes(
@@ -93,19 +85,15 @@ def label_codes(
             f"annotation.label_key '{key}' is not in the data's .obs; available: "
             f"{sorted(map(str, obs.columns))}; set it to null to train without the classifier head"
         )
-    labels = obs[key]
-    known = labels.notna().to_numpy()
-    categories = sorted({str(v) for v in labels[known]})
+    all_codes, categories = classify_codes(obs[key])
     if not categories:
         raise DataError(f"annotation.label_key '{key}' has no labelled cells (all NaN)")
     if len(categories) < 2:
         raise DataError(
             f"annotation.label_key '{key}' has a single class ({categories[0]!r}); need >= 2"
         )
-    visible = visible_label_mask(labels, fraction=cfg.label_fraction, seed=seed)
-    text = labels.astype(object).to_numpy()[visible].astype(str)
-    codes = np.full(n, -1, dtype=np.int64)
-    codes[visible] = pd.Index(categories).get_indexer(text)
+    visible = draw_visible(all_codes, fraction=cfg.label_fraction, seed=seed)
+    codes = np.where(visible, all_codes, -1).astype(np.int64)
     return categories, codes, visible
 
 
