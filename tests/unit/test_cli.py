@@ -4,9 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from src.app.cli import main, normalise_argv, parse_args
 from src.app.layout import FIGURES
+from tests.conftest import profile_dict, replace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,14 +64,28 @@ def test_missing_machine_profile_says_how_to_create(tmp_path, capsys, monkeypatc
     assert "scripts/generate_config.sh" in capsys.readouterr().err
 
 
+def test_dry_run_without_profile_falls_back_to_the_example(tmp_path, caplog):
+    from src.app.cli import _profile
+    from src.app.config import load_config
+
+    cfg = load_config(ROOT / "config/default.yaml")
+    cfg = replace(cfg, paths=replace(cfg.paths, machine_profile=str(tmp_path / "none.yml")))
+    profile = _profile(cfg, dry_run=True)
+    assert profile.total_ram_gb > 0
+    assert "config.yml.example" in caplog.text
+    assert "generate_config.sh" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     """The folder of one ``--dry_run`` (in-process to skip start-up imports; the module entry
-    point itself is checked by ``test_module_entry_point``)."""
+    point itself is checked by ``test_module_entry_point``), on one thread like the rest of
+    the suite."""
     tmp_path = tmp_path_factory.mktemp("dry")
     out = tmp_path / "run"
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(profile_dict(annotation_threads=1)))
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp_path)  # no config.yml here: the dry run falls back to the example
+        mp.chdir(tmp_path)
         argv = [
             "--config",
             str(ROOT / "config/default.yaml"),

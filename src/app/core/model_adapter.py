@@ -30,6 +30,17 @@ CHECKPOINT_FORMAT = 1
 PREDICT_CHUNK = 8192  # cells per forward pass when predicting from an array
 
 
+def _set_deterministic(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without its import of
+    ``torch._inductor`` (about 1.7 s per process, only to set a compiler flag we never use: the
+    model is not compiled); the public call where torch lacks the internal setter."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        setter(mode, warn_only=True)
+
+
 class ModelAdapter:
     """Fit the VAE on a :class:`DataAdapter`, return latent means, save and reload it."""
 
@@ -63,11 +74,11 @@ class ModelAdapter:
         self.label_categories = list(batches.label_categories)
         self.module = self._build(len(self.gene_names), len(self.label_categories))
         was_deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _set_deterministic(True)
         try:
             self.history = train_vae(self.module, batches, runtime=self.runtime, cfg=self.cfg)
         finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+            _set_deterministic(was_deterministic)
         return self.history
 
     def _require_module(self) -> VAE:
