@@ -129,12 +129,32 @@ class AnnotationConfig:
     label_key: str | None = "cell_type_coarse"
     label_fraction: float = 0.1
     classification_weight: float = 50.0
+    pseudo_labels: bool = True
+    pseudo_label_neighbors: int = 10
+    pseudo_label_start: float = 0.5
+    pseudo_label_every: int = 10
 
     def __post_init__(self) -> None:
         _require(0 < self.label_fraction <= 1, "annotation.label_fraction", "must be in (0, 1]")
         _require(
             self.classification_weight >= 0, "annotation.classification_weight", "must be >= 0"
         )
+        _require(
+            self.pseudo_label_neighbors >= 1, "annotation.pseudo_label_neighbors", "must be >= 1"
+        )
+        _require(
+            0 <= self.pseudo_label_start < 1, "annotation.pseudo_label_start", "must be in [0, 1)"
+        )
+        _require(self.pseudo_label_every >= 1, "annotation.pseudo_label_every", "must be >= 1")
+
+    def pseudo_label_epochs(self, epochs: int) -> range:
+        """The epochs (0-based) that start with fresh pseudo-labels: from
+        ``pseudo_label_start`` of the run (never the first epoch, whose latent is untrained),
+        every ``pseudo_label_every`` epochs; empty without a head or with pseudo_labels off."""
+        if not self.pseudo_labels or self.label_key is None:
+            return range(0)
+        start = max(1, round(self.pseudo_label_start * epochs))
+        return range(start, epochs, self.pseudo_label_every)
 
 
 @dataclass(frozen=True)

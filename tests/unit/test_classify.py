@@ -12,6 +12,7 @@ from src.app.core.classify import (
     label_codes,
     label_propagation,
     out_of_fold_proba,
+    pseudo_labels,
     transfer_proba,
 )
 
@@ -101,3 +102,26 @@ def test_one_percent_labels_with_a_rare_class(method):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     accuracy = (proba.argmax(axis=1) == y)[~visible].mean()
     assert accuracy > 0.6
+
+
+def test_pseudo_labels_follow_the_graph_and_weigh_by_certainty():
+    x, _y = blobs([10, 10, 10], dim=3, sep=50.0)
+    codes = np.full(30, -1)
+    codes[[0, 10]] = [0, 1]  # one label in each of the first two blobs; the third has none
+    pseudo, weights = pseudo_labels(x, codes, 2, n_neighbors=3)
+    assert (pseudo[1:10] == 0).all()
+    assert (pseudo[11:20] == 1).all()
+    assert weights[[0, 10]].tolist() == [0.0, 0.0]  # labelled cells keep their own label
+    assert (np.delete(weights[:20], [0, 10]) > 0.99).all()  # one class reaches a blob: certain
+    assert (weights[20:] == 0).all()  # unreached: no pseudo-label weight
+
+
+def test_pseudo_label_certainty_drops_between_classes():
+    # two touching blobs, each with one label: cells in between are less certain than the core
+    x, _y = blobs([40, 40], dim=2, sep=1.5, seed=3)
+    codes = np.full(80, -1)
+    codes[[0, 40]] = [0, 1]
+    _, weights = pseudo_labels(x, codes, 2, n_neighbors=5)
+    weights = weights[codes < 0]
+    assert 0 < weights.min() < weights.max() <= 1
+    assert np.isfinite(weights).all()

@@ -86,6 +86,52 @@ def test_classifier_head_predicts_every_cell(tmp_path, runtime, pre_adata):
     assert accuracy > 0.8  # well-separated synthetic types
 
 
+def test_pseudo_labels_reach_the_training_batches_only(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path, annotation={"label_fraction": 0.1})
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    hidden = data.visible_codes < 0
+    codes = np.where(hidden, 1, data.visible_codes)
+    data.set_pseudo_labels(codes, np.where(hidden, 0.25, 0.0))
+    train = next(data.iter_train_batches())
+    assert (train.labels >= 0).all()
+    assert set(train.label_weights.unique().tolist()) <= {0.25, 1.0}
+    assert (train.label_weights[train.labels != 1] == 1.0).all()  # visible labels kept
+    val = next(data.iter_val_batches())
+    assert ((val.labels >= 0).float() == val.label_weights).all()  # visible labels only
+
+
+def test_pseudo_label_schedule_and_history(tmp_path, runtime, pre_adata):
+    cfg = small_config(tmp_path, annotation={"label_fraction": 0.05, "pseudo_label_every": 2})
+    assert list(cfg.annotation.pseudo_label_epochs(8)) == [4, 6]
+    assert list(cfg.annotation.pseudo_label_epochs(1)) == []  # never the untrained latent
+    off = replace(cfg.annotation, pseudo_labels=False)
+    assert list(off.pseudo_label_epochs(8)) == []
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    history = ModelAdapter(cfg, runtime=replace(runtime, epochs=6, lr=0.01)).fit(data)
+    assert "pseudo_labelled" not in history[2]
+    n_hidden = int((data.visible_codes < 0).sum())
+    assert 0 < history[3]["pseudo_labelled"] <= n_hidden
+    assert 0 < history[3]["pseudo_certainty"] <= 1
+
+
+def test_pseudo_labels_lift_the_head_with_few_labels(tmp_path, runtime, pre_adata):
+    """One or two labels per class: the head trained on label-spread pseudo-labels as well
+    annotates the hidden cells at least as well as the head trained on the labels alone."""
+    labels = pre_adata.obs["cell_type_coarse"]
+    hidden_truth = labels.to_numpy()
+    scores = {}
+    for on in (False, True):
+        cfg = small_config(tmp_path, annotation={"label_fraction": 0.01, "pseudo_labels": on})
+        data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+        model = ModelAdapter(cfg, runtime=replace(runtime, epochs=20, lr=0.01))
+        model.fit(data)
+        predicted, _ = model.predict_labels(data.iter_all_batches())
+        hidden = labels.notna().to_numpy() & ~data.label_visible
+        scores[on] = (predicted[hidden] == hidden_truth[hidden]).mean()
+    assert scores[True] >= scores[False]
+    assert scores[True] > 0.8
+
+
 def test_head_survives_save_and_load(tmp_path, runtime, pre_adata):
     cfg = small_config(tmp_path)
     data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
@@ -129,8 +175,8 @@ def test_gradients_finite_on_extreme_counts():
     module = VAE(cfg)
     target = torch.tensor([[0.0, 1e5, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
     terms = module.loss(
-        torch.log1p(target), target, library=target.sum(1, keepdim=True).log(), labels=torch.tensor([1, -1]),
-        classification_weight=10.0,
+        torch.log1p(target), target, library=target.sum(1, keepdim=True).log(), labels=torch.tensor([1, 0]),
+        label_weights=torch.tensor([1.0, 1e-6]), classification_weight=10.0,
     )  # fmt: skip
     terms.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)

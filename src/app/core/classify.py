@@ -117,17 +117,10 @@ def knn_graph(rep: np.ndarray, *, n_neighbors: int) -> Any:
     return sp.diags(inv_sqrt) @ adj @ sp.diags(inv_sqrt)
 
 
-def label_propagation(
-    graph: Any, codes: np.ndarray, train: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, int]:
-    """Label spreading of the ``train`` cells' labels over ``graph`` (from :func:`knn_graph`).
-
-    Returns class probabilities for every cell and the number of cells the graph does not
-    connect to any training cell; those get the training cells' class frequencies.
-    O(iterations * edges * n_classes), iterations <= PROPAGATION_MAX_ITER.
-    """
-    seeds = np.zeros((len(codes), n_classes))
-    seeds[np.flatnonzero(train), codes[train]] = 1.0
+def _spread(graph: Any, seeds: np.ndarray) -> np.ndarray:
+    """Label spreading of the one-hot ``seeds`` (cells, classes) over ``graph``: unnormalised
+    class mass per cell, 0 where the graph connects a cell to no seed.
+    O(iterations * edges * n_classes), iterations <= PROPAGATION_MAX_ITER."""
     spread = seeds.copy()
     for _ in range(PROPAGATION_MAX_ITER):
         nxt = PROPAGATION_ALPHA * (graph @ spread) + (1 - PROPAGATION_ALPHA) * seeds
@@ -135,11 +128,50 @@ def label_propagation(
         spread = nxt
         if done:
             break
+    return spread
+
+
+def _seeds(codes: np.ndarray, train: np.ndarray, n_classes: int) -> np.ndarray:
+    seeds = np.zeros((len(codes), n_classes))
+    seeds[np.flatnonzero(train), codes[train]] = 1.0
+    return seeds
+
+
+def label_propagation(
+    graph: Any, codes: np.ndarray, train: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, int]:
+    """Label spreading of the ``train`` cells' labels over ``graph`` (from :func:`knn_graph`).
+
+    Returns class probabilities for every cell and the number of cells the graph does not
+    connect to any training cell; those get the training cells' class frequencies.
+    """
+    seeds = _seeds(codes, train, n_classes)
+    spread = _spread(graph, seeds)
     mass = spread.sum(axis=1)
     unreached = mass <= 0
     proba = spread / np.where(unreached, 1.0, mass)[:, None]
     proba[unreached] = seeds[train].mean(axis=0)
     return proba, int(unreached.sum())
+
+
+def pseudo_labels(
+    rep: np.ndarray, codes: np.ndarray, n_classes: int, *, n_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-labels for the cells without a label (codes -1) by label spreading of the labelled
+    cells over the ``n_neighbors`` kNN graph of ``rep`` (Iscen et al. 2019), and a certainty
+    weight per cell: 1 - entropy / log(n_classes) of the spread class distribution, 0 for the
+    labelled cells (they keep their own label) and for cells no labelled cell reaches.
+    O(n k log n) for the graph, then as :func:`_spread`."""
+    known = codes >= 0
+    spread = _spread(knn_graph(rep, n_neighbors=n_neighbors), _seeds(codes, known, n_classes))
+    mass = spread.sum(axis=1)
+    reached = mass > 0
+    proba = spread / np.where(reached, mass, 1.0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(proba > 0, proba * np.log(proba), 0.0).sum(axis=1)
+    weights = 1.0 - entropy / np.log(max(n_classes, 2))
+    weights = np.where(reached & ~known, np.clip(weights, 0.0, 1.0), 0.0)
+    return proba.argmax(axis=1), weights
 
 
 def transfer_proba(

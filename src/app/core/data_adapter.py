@@ -41,19 +41,28 @@ class Batch:
     ``x`` (n, g) is the encoder input (log1p counts for count likelihoods, log-normalised values
     for ``gaussian``); ``target`` (n, g) what the decoder reconstructs (raw counts, or ``x``);
     ``library`` (n, 1) the log of each cell's total counts; ``labels`` (n,) class codes of the
-    visible labels, -1 where hidden or unknown.
+    visible labels (in training batches also the pseudo-labels), -1 where hidden or unknown;
+    ``label_weights`` (n,) each label's weight in the classification loss: 1 for a visible
+    label, the certainty of a pseudo-label, 0 for none.
     """
 
     x: torch.Tensor
     target: torch.Tensor
     library: torch.Tensor
     labels: torch.Tensor
+    label_weights: torch.Tensor
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """Apply ``fn`` to every tensor; a target shared with ``x`` stays shared (no copy)."""
         x = fn(self.x)
         target = x if self.target is self.x else fn(self.target)
-        return Batch(x=x, target=target, library=fn(self.library), labels=fn(self.labels))
+        return Batch(
+            x=x,
+            target=target,
+            library=fn(self.library),
+            labels=fn(self.labels),
+            label_weights=fn(self.label_weights),
+        )
 
     def __getitem__(self, idx: torch.Tensor) -> Batch:
         return self._map(lambda t: t[idx])
@@ -159,8 +168,21 @@ class DataAdapter:
             raise DataError(f"{what}: {int((totals <= 0).sum())} cells have no counts; filter them")
         library = torch.log(torch.from_numpy(totals.astype(np.float32))).unsqueeze(1)
         self._library = library.to(self._store.home)
+        self.visible_codes = codes
         self._labels = torch.from_numpy(codes).long().to(self._store.home)
+        self._weights = (self._labels >= 0).float()
+        self._train_labels, self._train_weights = self._labels, self._weights
         self._epoch = 0
+
+    def set_pseudo_labels(self, codes: np.ndarray, weights: np.ndarray) -> None:
+        """Give the cells without a visible label ``codes`` with ``weights`` (cells,) in the
+        training batches from now on; visible labels keep theirs, validation batches see only
+        the visible labels (so the validation loss stays comparable across epochs)."""
+        hidden = torch.from_numpy(self.visible_codes < 0).to(self._store.home)
+        codes_t = torch.from_numpy(np.asarray(codes)).long().to(self._store.home)
+        weights_t = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(self._store.home)
+        self._train_labels = torch.where(hidden, codes_t, self._labels)
+        self._train_weights = torch.where(hidden, weights_t, self._weights)
 
     def dataset_info(self) -> dict[str, int]:
         return {
@@ -172,17 +194,21 @@ class DataAdapter:
             "n_labels_visible": int(self.label_visible.sum()),
         }
 
-    def _batch(self, idx: np.ndarray, values: torch.Tensor) -> Batch:
-        """The batch of cells ``idx`` (rows of the file) whose matrix rows are ``values``."""
+    def _batch(self, idx: np.ndarray, values: torch.Tensor, *, train: bool = False) -> Batch:
+        """The batch of cells ``idx`` (rows of the file) whose matrix rows are ``values``; a
+        ``train`` batch carries the pseudo-labels too."""
         device = torch.device(self.runtime.device)
         at = torch.from_numpy(idx).to(self._store.home)
         values = values.to(device)
-        labels = self._labels[at].to(device)
-        if not self.counts:
-            library = torch.zeros(len(idx), 1, device=device)
-            return Batch(x=values, target=values, library=library, labels=labels)
-        library = self._library[at].to(device)
-        return Batch(x=torch.log1p(values), target=values, library=library, labels=labels)
+        labels, weights = (
+            (self._train_labels, self._train_weights) if train else (self._labels, self._weights)
+        )
+        labels, weights = labels[at].to(device), weights[at].to(device)
+        if self.counts:
+            x, library = torch.log1p(values), self._library[at].to(device)
+        else:
+            x, library = values, torch.zeros(len(idx), 1, device=device)
+        return Batch(x=x, target=values, library=library, labels=labels, label_weights=weights)
 
     def _batches(self, rows: np.ndarray, *, shuffle: bool) -> Iterator[Batch]:
         gen = None
@@ -190,7 +216,7 @@ class DataAdapter:
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self._epoch)
             self._epoch += 1
         for idx, values in self._store.batches(rows, gen=gen, size=self.runtime.batch_size):
-            yield self._batch(idx, values)
+            yield self._batch(idx, values, train=shuffle)
 
     def iter_train_batches(self) -> Iterator[Batch]:
         """Shuffled minibatches of the training split; a new permutation on each call."""

@@ -18,7 +18,7 @@ from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.nn import COUNT_LIKELIHOODS, VAE, VAEConfig
 from src.app.core.runtime import runtime_for
-from src.app.core.train_loop import train_vae
+from src.app.core.train_loop import encode_means, train_vae
 from src.app.errors import CheckpointError
 from src.app.io_utils import atomic_path
 from src.app.machine import Runtime
@@ -101,12 +101,7 @@ class ModelAdapter:
     @torch.inference_mode()
     def predict(self, batches: Iterable[Batch] | np.ndarray) -> np.ndarray:
         """Latent means (cells, latent_dim) for batches or an array of encoder inputs."""
-        module = self._require_module().eval()
-        device = torch.device(self.runtime.device)
-        means = [module.inference(x.to(device))[0].float().cpu() for x in self._inputs(batches)]
-        if not means:
-            return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
-        return torch.cat(means).numpy()
+        return encode_means(self._require_module(), self._inputs(batches), self.runtime.device)
 
     @torch.inference_mode()
     def predict_labels(

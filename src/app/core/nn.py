@@ -126,11 +126,13 @@ class VAE(nn.Module):
         *,
         library: torch.Tensor,
         labels: torch.Tensor,
+        label_weights: torch.Tensor | None = None,
         kl_weight: float = 1.0,
         classification_weight: float = 0.0,
     ) -> LossTerms:
         """Negative ELBO (reconstruction + weighted KL) plus the weighted cross-entropy of the
-        classifier on labelled cells (``labels >= 0``); every term a mean over the batch."""
+        classifier on labelled cells (``labels >= 0``, each weighted by ``label_weights``,
+        default 1); every term a mean over the batch."""
         mean, logvar = self.inference(x)
         mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
@@ -141,6 +143,7 @@ class VAE(nn.Module):
             # all cells through the head, unlabelled ones masked out: no data-dependent shapes,
             # so no host-device sync; a mean over the batch like the other terms
             known = (labels >= 0).float()
+            known = known if label_weights is None else known * label_weights
             logits = self.classify(mean).float()
             ce = (F.cross_entropy(logits, labels.clamp(min=0), reduction="none") * known).mean()
         total = (recon + kl_weight * kl).mean() + classification_weight * ce

@@ -6,12 +6,14 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from src.app.config import Config
+from src.app.core.classify import pseudo_labels
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.nn import VAE, LossTerms
 from src.app.machine import Runtime
@@ -57,9 +59,35 @@ def batch_loss(module: VAE, batch: Batch, cfg: Config, *, kl: float) -> LossTerm
         batch.target,
         library=batch.library,
         labels=batch.labels,
+        label_weights=batch.label_weights,
         kl_weight=kl,
         classification_weight=cfg.annotation.classification_weight,
     )
+
+
+@torch.inference_mode()
+def encode_means(module: VAE, xs: Iterable[torch.Tensor], device: str) -> np.ndarray:
+    """Latent means (cells, latent_dim) of the encoder inputs ``xs``, chunk by chunk."""
+    module.eval()
+    means = [module.inference(x.to(device))[0].float().cpu() for x in xs]
+    if not means:
+        return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
+    return torch.cat(means).numpy()
+
+
+def refresh_pseudo_labels(module: VAE, data: DataAdapter, cfg: Config, runtime: Runtime) -> dict:
+    """Label spreading from the visible labels over the current latent's kNN graph gives every
+    other cell a pseudo-label and a certainty weight for the head's loss; returns how many
+    cells got one and their mean certainty (for the history)."""
+    latent = encode_means(module, (b.x for b in data.iter_all_batches()), runtime.device)
+    n_classes = len(data.label_categories)
+    codes, weights = pseudo_labels(
+        latent, data.visible_codes, n_classes, n_neighbors=cfg.annotation.pseudo_label_neighbors
+    )
+    data.set_pseudo_labels(codes, weights)
+    given = weights > 0
+    certainty = float(weights[given].mean()) if given.any() else 0.0
+    return {"pseudo_labelled": int(given.sum()), "pseudo_certainty": certainty}
 
 
 @torch.no_grad()
@@ -84,9 +112,13 @@ def train_vae(
     opt = torch.optim.Adam(module.parameters(), lr=runtime.lr, weight_decay=tc.weight_decay)
     stopper = EarlyStopping(tc.early_stopping_patience)
     history: list[dict[str, float]] = []
+    refresh_at = set(cfg.annotation.pseudo_label_epochs(runtime.epochs))
+    pseudo: dict = {}
     bar = tqdm(range(runtime.epochs), desc="train", unit="epoch", mininterval=1.0)
     for epoch in bar:
         start = time.perf_counter()
+        if epoch in refresh_at:
+            pseudo = refresh_pseudo_labels(module, data, cfg, runtime)
         kl = kl_weight(epoch, warmup_epochs=tc.kl_warmup_epochs, final=tc.kl_weight)
         module.train()
         sums = torch.zeros(4, device=runtime.device)  # loss, reconstruction, kl, classification
@@ -103,7 +135,7 @@ def train_vae(
             n_cells += batch.n_cells
         loss, recon, kl_term, ce = (sums / max(n_cells, 1)).tolist()
         row = {"epoch": epoch + 1, "train_loss": loss, "reconstruction": recon, "kl": kl_term}
-        row |= {"classification": ce, "kl_weight": kl}
+        row |= {"classification": ce, "kl_weight": kl, **pseudo}
         val = mean_loss(module, data.iter_val_batches(), cfg, runtime)
         if val is not None:
             row["val_loss"] = val
