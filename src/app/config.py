@@ -23,6 +23,7 @@ from src.app.errors import ConfigError
 ENV_PREFIX = "APP__"
 SOURCE_PBMC3K = "pbmc3k"
 LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
+DECODERS = ("linear", "mlp")
 DEVICES = ("auto", "cpu", "cuda")
 NEIGHBORS_METHODS = ("umap", "gauss")
 BASELINE_METHODS = ("pca", "none")
@@ -80,6 +81,8 @@ class ModelConfig:
     hidden_dims: tuple[int, ...] = (128,)
     dropout: float = 0.1
     likelihood: str = "gaussian"
+    decoder: str = "linear"
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, "model.latent_dim", "must be >= 1")
@@ -93,6 +96,11 @@ class ModelConfig:
             self.likelihood in LIKELIHOODS,
             "model.likelihood",
             f"must be one of {list(LIKELIHOODS)}, got '{self.likelihood}'",
+        )
+        _require(
+            self.decoder in DECODERS,
+            "model.decoder",
+            f"must be one of {list(DECODERS)}, got '{self.decoder}'",
         )
 
 

@@ -65,6 +65,7 @@ def test_save_load_gives_identical_predictions(cfg, data, runtime, tmp_path):
         model.predict(data.iter_all_batches()), loaded.predict(data.iter_all_batches())
     )
     assert loaded.gene_names == data.gene_names
+    np.testing.assert_array_equal(loaded.module.gene_scale, model.module.gene_scale)
     assert len(loaded.history) == runtime.epochs
     loaded.check_genes(data.gene_names)
     with pytest.raises(CheckpointError, match="1 checkpoint genes missing"):
@@ -115,3 +116,52 @@ def test_run_training_returns_metrics(cfg, runtime, pre_adata, tmp_path):
     assert result["n_cells"] == pre_adata.n_obs
     assert np.isfinite(result["val_loss"])
     assert (tmp_path / "m" / WEIGHTS_FILE).exists()
+
+
+def test_standardisation_matches_scanpy_scale(cfg, data, runtime, pre_adata):
+    """The encoder sees the training data z-scored per gene and clipped at 10, as
+    ``sc.pp.scale(max_value=10)`` computes it; the moments are the data's, not a default."""
+    import scanpy as sc
+
+    model = ModelAdapter(cfg, runtime=replace(runtime, epochs=1))
+    model.fit(data)
+    x = pre_adata.X.toarray()
+    scaled = sc.pp.scale(pre_adata.copy(), max_value=10, copy=True).X
+    ours = model.module.standardized(torch.from_numpy(x)).numpy()
+    # scanpy divides by the unbiased sd; ours is the population sd (a factor sqrt(n / (n - 1)))
+    n = x.shape[0]
+    np.testing.assert_allclose(ours, np.clip(scaled * np.sqrt(n / (n - 1)), -10, 10), atol=2e-3)
+    assert not torch.equal(model.module.gene_mean, torch.zeros_like(model.module.gene_mean))
+
+
+@pytest.mark.parametrize(("decoder", "standardize"), [("linear", True), ("mlp", False)])
+def test_decoders_train_and_reload(tmp_path, runtime, pre_adata, decoder, standardize):
+    cfg = small_config(tmp_path, model={"decoder": decoder, "standardize": standardize})
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    model = ModelAdapter(cfg, runtime=replace(runtime, epochs=4))
+    history = model.fit(data)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert isinstance(model.module.decoder, torch.nn.Identity) == (decoder == "linear")
+    model.save(tmp_path / "model")
+    loaded = ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
+    assert loaded.module.cfg.decoder == decoder
+    np.testing.assert_array_equal(
+        model.predict(data.iter_all_batches()), loaded.predict(data.iter_all_batches())
+    )
+
+
+def test_gaussian_log_likelihood_matches_scipy(runtime):
+    from scipy.stats import norm
+
+    from src.app.core.nn import VAE, VAEConfig
+
+    module = VAE(VAEConfig(n_genes=6, latent_dim=2, hidden_dims=(4,), dropout=0.0,
+                           likelihood="gaussian", standardize=False))  # fmt: skip
+    with torch.no_grad():
+        module.log_var.copy_(torch.linspace(-8, 2, 6))  # the first is below the floor
+    z, target = torch.randn(3, 2), torch.randn(3, 6)
+    got = module.log_likelihood(z, target, torch.zeros(3, 1)).detach().numpy()
+    mean = module.x_out(z).detach().numpy()
+    sd = np.exp(0.5 * np.maximum(np.linspace(-8, 2, 6), -6.0))
+    want = norm.logpdf(target.numpy(), mean, sd).sum(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)

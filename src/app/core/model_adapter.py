@@ -61,6 +61,8 @@ class ModelAdapter:
             dropout=m.dropout,
             likelihood=m.likelihood,
             n_labels=n_labels,
+            decoder=m.decoder,
+            standardize=m.standardize,
         )
         torch.manual_seed(self.cfg.seed)
         return VAE(vae_cfg).to(self.runtime.device)
@@ -73,6 +75,11 @@ class ModelAdapter:
         self.gene_names = list(batches.gene_names)
         self.label_categories = list(batches.label_categories)
         self.module = self._build(len(self.gene_names), len(self.label_categories))
+        if self.module.cfg.standardize:
+            mean, std = batches.encoder_moments()
+            self.module.set_standardization(
+                mean.to(self.runtime.device), std.to(self.runtime.device)
+            )
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         _set_deterministic(True)
         try:

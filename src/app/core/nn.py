@@ -6,6 +6,7 @@ Shapes: ``n`` cells, ``g`` genes, ``d`` latent dimensions, ``c`` label classes.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,6 +16,8 @@ from torch import nn
 from src.app.core.distributions import log_nb_positive, log_poisson, log_zinb_positive
 
 LOGVAR_CLAMP = 12.0
+LOG_2PI = math.log(2 * math.pi)
+GAUSSIAN_LOGVAR_MIN = -6.0  # gene-wise variance floor of the gaussian likelihood (sd >= 0.05)
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 
 
@@ -28,6 +31,9 @@ class VAEConfig:
     dropout: float
     likelihood: str
     n_labels: int = 0  # 0: no classifier head
+    decoder: str = "linear"
+    standardize: bool = True
+    scale_clip: float = 10.0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden_dims": list(self.hidden_dims)}
@@ -61,26 +67,38 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 class VAE(nn.Module):
-    """Encoder MLP -> Gaussian latent -> reparameterisation -> decoder MLP (+ classifier head).
+    """Encoder MLP -> Gaussian latent -> reparameterisation -> decoder (+ classifier head).
 
-    With a count likelihood the decoder gives gene proportions that scale with the observed
-    library size (as scVI does), with one dispersion per gene; with ``gaussian`` it gives the
-    mean of the log-normalised values (MSE).
+    The decoder is linear in z (``linear``, as in LDVAE, Svensson et al. 2020) or an MLP. With a
+    count likelihood it gives gene proportions that scale with the observed library size (as
+    scVI does), with one dispersion per gene; with ``gaussian`` it gives the mean of the
+    (standardised) log-normalised values, with one learned variance per gene. ``standardize``
+    z-scores the encoder input (and the gaussian target) per gene with the training data's mean
+    and standard deviation, kept as buffers in the checkpoint, clipped at ``scale_clip``.
     """
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
         hidden = list(cfg.hidden_dims)
+        self.register_buffer("gene_mean", torch.zeros(cfg.n_genes))
+        self.register_buffer("gene_scale", torch.ones(cfg.n_genes))
         self.encoder = mlp([cfg.n_genes, *hidden], cfg.dropout)
         self.z_mean = nn.Linear(hidden[-1], cfg.latent_dim)
         self.z_logvar = nn.Linear(hidden[-1], cfg.latent_dim)
-        self.decoder = mlp([cfg.latent_dim, *reversed(hidden)], 0.0)
-        self.x_out = nn.Linear(hidden[0], cfg.n_genes)
+        if cfg.decoder == "linear":
+            self.decoder: nn.Module = nn.Identity()
+            out_dim = cfg.latent_dim
+        else:
+            self.decoder = mlp([cfg.latent_dim, *reversed(hidden)], 0.0)
+            out_dim = hidden[0]
+        self.x_out = nn.Linear(out_dim, cfg.n_genes)
+        if cfg.likelihood == "gaussian":
+            self.log_var = nn.Parameter(torch.zeros(cfg.n_genes))  # gene-wise variance
         if cfg.likelihood in ("nb", "zinb"):
             self.log_theta = nn.Parameter(torch.zeros(cfg.n_genes))  # gene-wise dispersion
         if cfg.likelihood == "zinb":
-            self.zi_out = nn.Linear(hidden[0], cfg.n_genes)
+            self.zi_out = nn.Linear(out_dim, cfg.n_genes)
         if cfg.n_labels > 0:
             self.classifier = nn.Sequential(
                 nn.Linear(cfg.latent_dim, hidden[-1]),
@@ -88,9 +106,23 @@ class VAE(nn.Module):
                 nn.Linear(hidden[-1], cfg.n_labels),
             )
 
+    @torch.no_grad()
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-gene mean and standard deviation (g,) of the training data; genes that do not
+        vary keep scale 1."""
+        self.gene_mean.copy_(mean)
+        self.gene_scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def standardized(self, x: torch.Tensor) -> torch.Tensor:
+        """x (n, g) z-scored per gene and clipped at +-scale_clip (as ``sc.pp.scale``)."""
+        if not self.cfg.standardize:
+            return x
+        clip = self.cfg.scale_clip
+        return ((x - self.gene_mean) / self.gene_scale).clamp(-clip, clip)
+
     def inference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (n, g) -> latent mean and log-variance, each (n, d)."""
-        h = self.encoder(x)
+        h = self.encoder(self.standardized(x))
         return self.z_mean(h), self.z_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
@@ -109,7 +141,9 @@ class VAE(nn.Module):
         out = self.x_out(h).float()
         zero = torch.zeros((), device=target.device)
         if self.cfg.likelihood == "gaussian":
-            return -0.5 * (out - target).pow(2).sum(-1)
+            log_var = self.log_var.float().clamp(min=GAUSSIAN_LOGVAR_MIN)
+            sq = (out - self.standardized(target)).pow(2)
+            return -0.5 * (sq / log_var.exp() + log_var + LOG_2PI).sum(-1)
         mu = torch.exp(F.log_softmax(out, dim=-1) + library)  # (n, g) expected counts
         if self.cfg.likelihood == "poisson":
             return log_poisson(target, mu, lgamma_x1=zero).sum(-1)
