@@ -197,10 +197,11 @@ class DataAdapter:
     def encoder_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-gene mean and standard deviation (g,) of the encoder input over every cell, in
         one streamed pass (float64 sums): O(cells x genes) time, O(genes) memory."""
-        total = torch.zeros(self.n_genes, dtype=torch.float64)
-        squares = torch.zeros(self.n_genes, dtype=torch.float64)
+        device = torch.device(self.runtime.device)
+        total = torch.zeros(self.n_genes, dtype=torch.float64, device=device)
+        squares = torch.zeros(self.n_genes, dtype=torch.float64, device=device)
         for batch in self.iter_all_batches():
-            x = batch.x.double().cpu()
+            x = batch.x.double()
             total += x.sum(0)
             squares += x.pow(2).sum(0)
         mean = total / max(self.n_cells, 1)

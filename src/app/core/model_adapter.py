@@ -76,10 +76,7 @@ class ModelAdapter:
         self.label_categories = list(batches.label_categories)
         self.module = self._build(len(self.gene_names), len(self.label_categories))
         if self.module.cfg.standardize:
-            mean, std = batches.encoder_moments()
-            self.module.set_standardization(
-                mean.to(self.runtime.device), std.to(self.runtime.device)
-            )
+            self.module.set_standardization(*batches.encoder_moments())
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         _set_deterministic(True)
         try:
