@@ -89,6 +89,15 @@ def test_corrupt_or_missing_checkpoint(cfg, data, runtime, tmp_path):
     (tmp_path / "model" / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="does not fit"):
         ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
+    meta["vae_config"]["latent_dim"] -= 1
+    meta["vae_config"]["decoder"] = "deep"
+    (tmp_path / "model" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="vae_config.decoder = 'deep'"):
+        ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
+    meta["format"] = 1  # an older layout: no standardisation buffers, no gaussian variance
+    (tmp_path / "model" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format 1.*retrain"):
+        ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
 
 
 def test_predict_before_fit_and_wrong_shape(cfg, runtime, data):

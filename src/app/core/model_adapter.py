@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.app.config import Config
+from src.app.config import DECODERS, LIKELIHOODS, Config
 from src.app.core.data_adapter import Batch, DataAdapter
-from src.app.core.nn import COUNT_LIKELIHOODS, VAE, VAEConfig
+from src.app.core.nn import VAE, VAEConfig
 from src.app.core.runtime import runtime_for
 from src.app.core.train_loop import encode_means, train_vae
 from src.app.errors import CheckpointError
@@ -26,7 +26,8 @@ from src.app.machine import Runtime
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "model.json"
 HISTORY_FILE = "history.json"
-CHECKPOINT_FORMAT = 1
+# 2: decoder choice, per-gene standardisation buffers and the gaussian's learned variance
+CHECKPOINT_FORMAT = 2
 PREDICT_CHUNK = 8192  # cells per forward pass when predicting from an array
 
 
@@ -170,6 +171,11 @@ class ModelAdapter:
 
         path = Path(path)
         meta = _read_json(path / META_FILE, dict)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"checkpoint {path / META_FILE} has format {meta.get('format')!r}; this version "
+                f"reads format {CHECKPOINT_FORMAT}: retrain (the train stage) to rebuild it"
+            )
         try:
             vae_cfg = VAEConfig.from_dict(meta["vae_config"])
             gene_names = [str(g) for g in meta["gene_names"]]
@@ -211,7 +217,9 @@ def _check_vae_config(
         "hidden_dims": not all(isinstance(h, int) and h >= 1 for h in cfg.hidden_dims)
         or not cfg.hidden_dims,
         "dropout": not (isinstance(cfg.dropout, int | float) and 0 <= cfg.dropout < 1),
-        "likelihood": cfg.likelihood not in ("gaussian", *COUNT_LIKELIHOODS),
+        "likelihood": cfg.likelihood not in LIKELIHOODS,
+        "decoder": cfg.decoder not in DECODERS,
+        "standardize": not isinstance(cfg.standardize, bool),
         "n_labels": cfg.n_labels != len(label_categories),
     }
     bad = [key for key, wrong in problems.items() if wrong]
