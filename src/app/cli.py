@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         "download",
         "preprocess",
         "embed",
+        "eval",
+        "evaluate",
         "annotate",
         "viz",
     )
@@ -241,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
             latent=pick(args.latent, layout.latent),
             input=pick(args.input, layout.embedded),
             output=pick(args.output, layout.metrics) if command != "pipeline" else layout.metrics,
+            profile=profile,
         )
     if command in ("annotate", "viz", "pipeline"):
         stages.annotate(

@@ -165,7 +165,20 @@ def read_json(path: str | Path, *, stage: str) -> Any:
         raise DataError(f"{path} could not be read ({exc}); run the {stage} stage first") from None
 
 
-def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str | Path) -> dict:
+def dense_budget(profile: MachineProfile | None) -> float | None:
+    """Bytes a dense cells x genes copy may take (half of ``max_ram_usage_gb``, as the data
+    adapter's memory plan allows); None without a machine profile."""
+    return None if profile is None else profile.max_ram_usage_gb * 2**30 / 2
+
+
+def evaluate(
+    cfg: Config,
+    *,
+    latent: str | Path,
+    input: str | Path,
+    output: str | Path,
+    profile: MachineProfile | None = None,
+) -> dict:
     """Latent + labels in the h5ad's ``.obs`` (+ the classifier head's predictions, + ``.X`` for
     the PCA baseline) -> ``metrics.json``."""
     from src.app.core.eval import evaluate_run
@@ -178,6 +191,7 @@ def evaluate(cfg: Config, *, latent: str | Path, input: str | Path, output: str 
         cfg,
         expression=expression,
         head=read_head_predictions(input),
+        max_bytes=dense_budget(profile),
     )
     write_json(output, metrics)
     first = cfg.eval.label_keys[0]
@@ -208,7 +222,7 @@ def annotate(
         adata = ad.read_h5ad(input)
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{input} could not be read ({exc}); run the embed stage first") from None
-    run(adata, cfg, metrics=results)
+    run(adata, cfg, metrics=results, max_bytes=dense_budget(profile))
     _write_h5ad(adata, output, profile)
     log.info("annotated: %d cells, %d .obs columns -> %s", adata.n_obs, adata.obs.shape[1], output)
 

@@ -39,3 +39,17 @@ def test_sparse_and_dense_input_agree_with_and_without_scaling():
 def test_components_are_capped_by_the_data():
     x = np.random.default_rng(0).normal(size=(6, 4))
     assert pca_representation(x, BaselineConfig(n_comps=50), seed=0).shape == (6, 3)
+
+
+def test_blockwise_pca_matches_the_dense_route_without_the_dense_copy():
+    """Over the memory limit the scaled PCA is built from row blocks: the same components up to
+    sign, for sparse and dense input."""
+    x = counts(2)
+    x[0, 7] = 1000.0  # one outlier: about 10.9 sd after scaling, so clipped at 10
+    cfg = BaselineConfig(n_comps=4)
+    dense = pca_representation(x, cfg, seed=0)
+    small = 4 * 40 * 16  # a few rows per block
+    for data in (x, sp.csr_matrix(x)):
+        blockwise = pca_representation(data, cfg, seed=0, max_bytes=small)
+        np.testing.assert_allclose(np.abs(blockwise), np.abs(dense), atol=1e-3)
+    assert pca_representation(x, cfg, seed=0, max_bytes=1e9).shape == dense.shape

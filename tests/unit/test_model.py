@@ -92,11 +92,11 @@ def test_corrupt_or_missing_checkpoint(cfg, data, runtime, tmp_path):
     meta["vae_config"]["latent_dim"] -= 1
     meta["vae_config"]["decoder"] = "deep"
     (tmp_path / "model" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="vae_config.decoder = 'deep'"):
+    with pytest.raises(CheckpointError, match=r"vae_config\.decoder = 'deep'"):
         ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
     meta["format"] = 1  # an older layout: no standardisation buffers, no gaussian variance
     (tmp_path / "model" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="format 1.*retrain"):
+    with pytest.raises(CheckpointError, match=r"format 1.*retrain"):
         ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
 
 

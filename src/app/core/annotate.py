@@ -48,7 +48,9 @@ def compute_umap(
     sc.tl.umap(adata, min_dist=cfg.min_dist, random_state=seed)
 
 
-def annotate(adata: ad.AnnData, cfg: Config, *, metrics: dict[str, Any]) -> ad.AnnData:
+def annotate(
+    adata: ad.AnnData, cfg: Config, *, metrics: dict[str, Any], max_bytes: float | None = None
+) -> ad.AnnData:
     """Annotate ``adata`` (the embed stage's output) in place and return it.
 
     Writes ``.obsm["X_umap"]`` (and the neighbour graph), ``.obsm["X_pca"]`` (the PCA baseline,
@@ -57,14 +59,17 @@ def annotate(adata: ad.AnnData, cfg: Config, *, metrics: dict[str, Any]) -> ad.A
     classifiers on the latent fitted on the visible labels, the label column as a categorical of
     sorted class names, and ``.uns["<column>_colors"]`` for the label and prediction columns (the
     classifier head's ``predicted_<key>`` included). ``.uns["config"]`` and ``.uns["metrics"]``
-    hold the run's config and ``metrics`` as JSON text.
+    hold the run's config and ``metrics`` as JSON text. ``max_bytes`` bounds the PCA's dense
+    copy (see :func:`pca_representation`).
     """
     if LATENT_KEY not in adata.obsm:
         raise DataError(f"the data has no .obsm['{LATENT_KEY}']; run the embed stage first")
     latent = np.asarray(adata.obsm[LATENT_KEY])
     compute_umap(adata, cfg.viz, seed=cfg.seed)
     if cfg.baseline.method == "pca":
-        adata.obsm[PCA_KEY] = pca_representation(adata.X, cfg.baseline, seed=cfg.seed)
+        adata.obsm[PCA_KEY] = pca_representation(
+            adata.X, cfg.baseline, seed=cfg.seed, max_bytes=max_bytes
+        )
     visible = visible_cells(adata.obs, cfg)
     adata.obs[VISIBLE_KEY] = visible
     for key in cfg.eval.label_keys:

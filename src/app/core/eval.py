@@ -208,13 +208,15 @@ def evaluate_run(
     *,
     expression: Any = None,
     head: tuple[str, np.ndarray, list[str]] | None = None,
+    max_bytes: float | None = None,
 ) -> dict[str, Any]:
     """The metrics.json of a run: the latent's metrics (top level), the classifier head's
     (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
     baseline's under ``baseline``, all on the same cells, folds and label draws.
 
     ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
-    the classifier head's ``(label key, class probabilities, class names)``.
+    the classifier head's ``(label key, class probabilities, class names)``; ``max_bytes``: the
+    most a dense copy of ``expression`` may take (see :func:`pca_representation`).
     """
     seed = cfg.seed
     visible = visible_cells(obs, cfg)
@@ -234,7 +236,7 @@ def evaluate_run(
     if cfg.baseline.method == "pca":
         if expression is None:
             raise DataError("the PCA baseline needs the expression matrix (baseline.method: pca)")
-        rep = pca_representation(expression, cfg.baseline, seed=seed)
+        rep = pca_representation(expression, cfg.baseline, seed=seed, max_bytes=max_bytes)
         baseline = {
             "method": "pca",
             "n_comps": int(rep.shape[1]),
