@@ -169,6 +169,7 @@ class AnnotationConfig:
 class EvalConfig:
     label_keys: tuple[str, ...] = ("cell_type_coarse", "cell_type")
     n_neighbors: int = 15
+    propagation_neighbors: int = 10
     n_folds: int = 5
     label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
     n_repeats: int = 5
@@ -176,6 +177,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _require(len(self.label_keys) >= 1, "eval.label_keys", "must name at least one column")
         _require(self.n_neighbors >= 1, "eval.n_neighbors", "must be >= 1")
+        _require(self.propagation_neighbors >= 1, "eval.propagation_neighbors", "must be >= 1")
         _require(self.n_folds >= 2, "eval.n_folds", "must be >= 2")
         _require(
             all(0 < f < 1 for f in self.label_fractions),

@@ -140,7 +140,8 @@ def evaluate_representation(
     ``label_efficiency`` and ``latent_quality`` of ``rep`` for each key of ``cfg.label_keys``."""
     if rep.shape[0] != len(obs):
         raise DataError(f"latent has {rep.shape[0]} rows but the data has {len(obs)} cells")
-    graph = knn_graph(rep, n_neighbors=cfg.n_neighbors)  # shared by every draw's propagation
+    # shared by every draw's propagation
+    graph = knn_graph(rep, n_neighbors=cfg.propagation_neighbors)
     out: dict[str, Any] = {"labels": {}, "label_efficiency": {}, "latent_quality": {}}
     for key in cfg.label_keys:
         codes, classes = labelled(obs, key)
@@ -158,6 +159,7 @@ def protocol(cfg: EvalConfig, *, seed: int) -> dict[str, Any]:
     return {
         "n_folds": cfg.n_folds,
         "n_neighbors": cfg.n_neighbors,
+        "propagation_neighbors": cfg.propagation_neighbors,
         "seed": seed,
         "headline": f"knn on {cfg.label_keys[0]}",
         "label_fractions": list(cfg.label_fractions),
