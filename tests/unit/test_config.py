@@ -58,6 +58,7 @@ def test_env_overrides_parse_yaml_values():
         ({"annotation": {"pseudo_label_neighbors": 0}}, "annotation.pseudo_label_neighbors"),
         ({"annotation": {"pseudo_label_start": 1.0}}, "annotation.pseudo_label_start"),
         ({"annotation": {"pseudo_label_every": 0}}, "annotation.pseudo_label_every"),
+        ({"eval": {"propagation_neighbors": 0}}, "eval.propagation_neighbors"),
         ({"run_id": "../escape"}, "run_id"),
         ({"run_id": "/abs"}, "run_id"),
         ({"eval": "knn"}, "eval"),

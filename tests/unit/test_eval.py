@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from src.app.config import Config, EvalConfig, config_from_dict
-from src.app.core.eval import evaluate_latent, evaluate_run, summary_table
+from src.app.core.eval import (
+    evaluate_latent,
+    evaluate_representation,
+    evaluate_run,
+    summary_table,
+)
 from src.app.core.keys import VISIBLE_KEY
 from src.app.errors import DataError
 from tests.unit.test_classify import blobs
@@ -151,3 +156,18 @@ def test_errors_name_the_label_column(cells):
         evaluate_run(latent[:-1], obs, run_config(), expression=expression)
     with pytest.raises(DataError, match="expression matrix"):
         evaluate_run(latent, obs, run_config())
+
+
+def test_label_propagation_has_its_own_graph_size(cells):
+    """``eval.propagation_neighbors`` sizes the propagation graph only: kNN is unchanged."""
+    latent, _, obs = cells
+    visible = np.zeros(len(obs), dtype=bool)
+    runs = {
+        k: evaluate_representation(
+            latent, obs, run_config(propagation_neighbors=k).eval, seed=0, visible=visible
+        )
+        for k in (3, 40)
+    }
+    curve = {k: r["label_efficiency"]["coarse"] for k, r in runs.items()}
+    assert curve[3]["knn"] == curve[40]["knn"]
+    assert curve[3]["label_propagation"] != curve[40]["label_propagation"]
