@@ -53,3 +53,10 @@ def test_blockwise_pca_matches_the_dense_route_without_the_dense_copy():
         blockwise = pca_representation(data, cfg, seed=0, max_bytes=small)
         np.testing.assert_allclose(np.abs(blockwise), np.abs(dense), atol=1e-3)
     assert pca_representation(x, cfg, seed=0, max_bytes=1e9).shape == dense.shape
+
+
+def test_constant_data_gives_zero_components_instead_of_an_arpack_error():
+    x = np.ones((8, 5), dtype=np.float32)
+    rep = pca_representation(x, BaselineConfig(n_comps=3), seed=0)
+    assert rep.shape == (8, 3)
+    np.testing.assert_allclose(rep, 0.0, atol=1e-6)

@@ -41,8 +41,18 @@ def pca_representation(
         np.minimum(matrix, SCALE_MAX, out=matrix)
     else:
         matrix = expression.astype(np.float32) if sp.issparse(expression) else expression
-    pca = PCA(n_components=n_comps, svd_solver="arpack", random_state=seed)
-    return np.asarray(pca.fit_transform(matrix), dtype=np.float32)
+    from scipy.sparse.linalg import ArpackError
+
+    try:
+        scores = PCA(n_components=n_comps, svd_solver="arpack", random_state=seed).fit_transform(
+            matrix
+        )
+    except ArpackError:  # no variance to iterate on (e.g. constant data): the exact SVD copes
+        with np.errstate(invalid="ignore", divide="ignore"):  # explained-variance ratio 0 / 0
+            scores = PCA(n_components=n_comps, svd_solver="full").fit_transform(
+                matrix.toarray() if sp.issparse(matrix) else matrix
+            )
+    return np.asarray(scores, dtype=np.float32)
 
 
 def _blockwise_scaled_pca(expression: Any, n_comps: int, *, max_bytes: float) -> np.ndarray:
