@@ -17,7 +17,6 @@ from src.app.errors import ConfigError
 
 GENERATE_HINT = "run `chmod +x scripts/generate_config.sh && scripts/generate_config.sh`"
 DEFAULT_EPOCHS = 100
-DEFAULT_LR = 1e-3
 AUTOCAST_MIN_VRAM_GB = 12.0
 AUTOCAST_MIN_MEMORY_FRACTION = 0.85
 
