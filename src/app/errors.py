@@ -22,3 +22,7 @@ class CheckpointError(AppError):
 
 class OutputError(AppError):
     """An output cannot be written: a folder that is not writable, a full disk."""
+
+
+class TrainingError(AppError):
+    """Training cannot go on: the loss stopped being a finite number."""

@@ -132,6 +132,16 @@ def test_pseudo_labels_lift_the_head_with_few_labels(tmp_path, runtime, pre_adat
     assert scores[True] > 0.8
 
 
+def test_diverging_training_stops_with_a_message(tmp_path, runtime, pre_adata):
+    from src.app.errors import TrainingError
+
+    cfg = small_config(tmp_path)
+    data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)
+    model = ModelAdapter(cfg, runtime=replace(runtime, lr=1e30))
+    with pytest.raises(TrainingError, match=r"diverged.*epoch 1.*train\.lr"):
+        model.fit(data)
+
+
 def test_head_survives_save_and_load(tmp_path, runtime, pre_adata):
     cfg = small_config(tmp_path)
     data = DataAdapter(cfg, runtime=runtime, adata=pre_adata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 
@@ -16,6 +17,7 @@ from src.app.config import Config
 from src.app.core.classify import pseudo_labels
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.nn import VAE, LossTerms
+from src.app.errors import TrainingError
 from src.app.machine import Runtime
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,12 @@ def train_vae(
             sums += parts.detach() * batch.n_cells
             n_cells += batch.n_cells
         loss, recon, kl_term, ce = (sums / max(n_cells, 1)).tolist()
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: the loss is {loss} at epoch {epoch + 1} (learning rate "
+                f"{runtime.lr:g}); lower train.lr (or config.yml's learning_rate) or "
+                "train.grad_clip_norm"
+            )
         row = {"epoch": epoch + 1, "train_loss": loss, "reconstruction": recon, "kl": kl_term}
         row |= {"classification": ce, "kl_weight": kl, **pseudo}
         val = mean_loss(module, data.iter_val_batches(), cfg, runtime)
