@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from src.app.core.data_adapter import DataAdapter, visible_label_mask
+from src.app.core.classify import draw_visible, label_codes
+from src.app.core.data_adapter import DataAdapter
 from src.app.core.model_adapter import ModelAdapter
 from src.app.core.nn import VAE, VAEConfig
 from src.app.core.train_loop import EarlyStopping, kl_weight
@@ -33,6 +34,11 @@ def test_early_stopping_tracks_best_and_stops():
     assert stopper.best_epoch == 1
     assert torch.all(stopper.best_state["weight"] == 1)
     assert not EarlyStopping(0).step(1.0, 10, module)
+
+
+def visible_label_mask(labels, *, fraction, seed):
+    """The classifier head's draw of visible labels."""
+    return draw_visible(label_codes(labels)[0], fraction=fraction, seed=seed)
 
 
 def test_visible_labels_are_stratified_and_seeded():

@@ -39,7 +39,7 @@ def label_codes(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 def draw_visible(codes: np.ndarray, *, fraction: float, seed: int) -> np.ndarray:
     """A seeded, stratified ``fraction`` of the labelled cells (codes >= 0): ``round(fraction *
     n)`` of each class, at least one, so every class has a labelled cell. Also the classifier
-    head's draw (``data_adapter.visible_label_mask``)."""
+    head's draw (``data_adapter.label_codes``)."""
     rng = np.random.default_rng(seed)
     visible = np.zeros(len(codes), dtype=bool)
     for cls in np.unique(codes[codes >= 0]):
@@ -137,6 +137,14 @@ def _seeds(codes: np.ndarray, train: np.ndarray, n_classes: int) -> np.ndarray:
     return seeds
 
 
+def _normalised(spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities from the spread class mass, and which cells any seed reached (the
+    others keep all-zero rows)."""
+    mass = spread.sum(axis=1)
+    reached = mass > 0
+    return spread / np.where(reached, mass, 1.0)[:, None], reached
+
+
 def label_propagation(
     graph: Any, codes: np.ndarray, train: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, int]:
@@ -146,10 +154,8 @@ def label_propagation(
     connect to any training cell; those get the training cells' class frequencies.
     """
     seeds = _seeds(codes, train, n_classes)
-    spread = _spread(graph, seeds)
-    mass = spread.sum(axis=1)
-    unreached = mass <= 0
-    proba = spread / np.where(unreached, 1.0, mass)[:, None]
+    proba, reached = _normalised(_spread(graph, seeds))
+    unreached = ~reached
     proba[unreached] = seeds[train].mean(axis=0)
     return proba, int(unreached.sum())
 
@@ -163,10 +169,8 @@ def pseudo_labels(
     labelled cells (they keep their own label) and for cells no labelled cell reaches.
     O(n k log n) for the graph, then as :func:`_spread`."""
     known = codes >= 0
-    spread = _spread(knn_graph(rep, n_neighbors=n_neighbors), _seeds(codes, known, n_classes))
-    mass = spread.sum(axis=1)
-    reached = mass > 0
-    proba = spread / np.where(reached, mass, 1.0)[:, None]
+    seeds = _seeds(codes, known, n_classes)
+    proba, reached = _normalised(_spread(knn_graph(rep, n_neighbors=n_neighbors), seeds))
     with np.errstate(divide="ignore", invalid="ignore"):
         entropy = -np.where(proba > 0, proba * np.log(proba), 0.0).sum(axis=1)
     weights = 1.0 - entropy / np.log(max(n_classes, 2))

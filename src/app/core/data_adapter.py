@@ -75,19 +75,13 @@ class Batch:
         return int(self.x.shape[0])
 
 
-def visible_label_mask(labels: pd.Series, *, fraction: float, seed: int) -> np.ndarray:
-    """Which labelled cells keep their label: a seeded ``fraction`` of each class, at least one
-    (:func:`src.app.core.classify.draw_visible` on the label codes)."""
-    return draw_visible(classify_codes(labels)[0], fraction=fraction, seed=seed)
-
-
 def label_codes(
     obs: pd.DataFrame, cfg: AnnotationConfig, *, seed: int
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Label categories, visible label codes (-1 hidden/unknown) and the visible mask."""
-    n = len(obs)
+) -> tuple[list[str], np.ndarray]:
+    """Label categories and the visible label codes (-1 hidden/unknown): a seeded, stratified
+    ``label_fraction`` of each class (:func:`src.app.core.classify.draw_visible`)."""
     if cfg.label_key is None:
-        return [], np.full(n, -1), np.zeros(n, dtype=bool)
+        return [], np.full(len(obs), -1, dtype=np.int64)
     key = cfg.label_key
     if key not in obs:
         raise DataError(
@@ -102,8 +96,7 @@ def label_codes(
             f"annotation.label_key '{key}' has a single class ({categories[0]!r}); need >= 2"
         )
     visible = draw_visible(all_codes, fraction=cfg.label_fraction, seed=seed)
-    codes = np.where(visible, all_codes, -1).astype(np.int64)
-    return categories, codes, visible
+    return categories, np.where(visible, all_codes, -1).astype(np.int64)
 
 
 class DataAdapter:
@@ -139,9 +132,7 @@ class DataAdapter:
         self.obs = obs
         self.gene_names = [str(g) for g in var_names]
         self.n_cells, self.n_genes = len(obs), len(var_names)
-        self.label_categories, codes, self.label_visible = label_codes(
-            obs, cfg.annotation, seed=cfg.seed
-        )
+        self.label_categories, self.visible_codes = label_codes(obs, cfg.annotation, seed=cfg.seed)
         split = obs[SPLIT_KEY].to_numpy() if SPLIT_KEY in obs else np.full(len(obs), "train")
         self._train_rows = np.flatnonzero(split != "val")
         self._val_rows = np.flatnonzero(split == "val")
@@ -168,11 +159,15 @@ class DataAdapter:
             raise DataError(f"{what}: {int((totals <= 0).sum())} cells have no counts; filter them")
         library = torch.log(torch.from_numpy(totals.astype(np.float32))).unsqueeze(1)
         self._library = library.to(self._store.home)
-        self.visible_codes = codes
-        self._labels = torch.from_numpy(codes).long().to(self._store.home)
+        self._labels = torch.from_numpy(self.visible_codes).long().to(self._store.home)
         self._weights = (self._labels >= 0).float()
         self._train_labels, self._train_weights = self._labels, self._weights
         self._epoch = 0
+
+    @property
+    def label_visible(self) -> np.ndarray:
+        """Which cells' labels the head sees (cells,)."""
+        return self.visible_codes >= 0
 
     def set_pseudo_labels(self, codes: np.ndarray, weights: np.ndarray) -> None:
         """Give the cells without a visible label ``codes`` with ``weights`` (cells,) in the

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.app.core.baseline import SCALE_MAX
 from src.app.core.distributions import log_nb_positive, log_poisson, log_zinb_positive
 
 LOGVAR_CLAMP = 12.0
@@ -33,7 +34,7 @@ class VAEConfig:
     n_labels: int = 0  # 0: no classifier head
     decoder: str = "linear"
     standardize: bool = True
-    scale_clip: float = 10.0
+    scale_clip: float = SCALE_MAX
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden_dims": list(self.hidden_dims)}
