@@ -66,7 +66,8 @@ def test_rerun_matrix_reruns_only_stale_stages(rerun_matrix):
     }
     assert set(MATRIX_CHANGES) - set(expected) == {"same"}
     # "same" had no change, only a config.yml with other threads, memory and GPU
-    assert planned == expected
+    why = [line.strip() for line in plan.stdout.splitlines() if "reason:" in line]
+    assert planned == expected, "Snakemake's reasons:\n" + "\n".join(sorted(set(why)))
     # the runs' metrics changed, so the table across runs is rebuilt
     assert "summary" in {job.rule for job in planned_jobs(plan)}
 
