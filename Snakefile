@@ -1,4 +1,4 @@
-# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> annotate -> plot, for
+# cellvae workflow: download -> preprocess -> train -> embed -> evaluate -> plot, for
 # each run.
 # run config: config/default.yaml (or --config app_config=PATH), APP__SECTION__KEY env overrides;
 # several runs side by side: `runs` (run id -> overrides) in a --configfile;
@@ -26,6 +26,5 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/annotate.smk"
 include: "workflow/rules/plot.smk"
 include: "workflow/rules/summary.smk"

@@ -137,7 +137,7 @@ def child(path: Path, *, ram_gb: float, threads: int, batch_size: int, workdir: 
 
     from src.app.config import config_from_dict
     from src.app.core.data_adapter import DataAdapter
-    from src.app.core.embed import run_embedding
+    from src.app.core.model.embed import run_embedding
     from src.app.core.model_adapter import ModelAdapter
     from src.app.machine import Runtime
 

@@ -82,11 +82,11 @@ def f1_table(latent: Any, obs: Any, cfg: Any) -> dict[str, dict[str, float]]:
 
 def joint_f1(obs: Any, predicted: Any, cfg: Any) -> float:
     """Macro F1 of predicted labels (strings, every cell) on the labelled cells whose label the
-    heads did not see: the same draw as the classifier head's (``classify.visible_cells``)."""
+    heads did not see: the same draw as the classifier head's (``labels.visible_cells``)."""
     import numpy as np
 
-    from src.app.core.classify import label_codes, visible_cells
-    from src.app.core.metrics import macro_f1
+    from src.app.core.data.labels import label_codes, visible_cells
+    from src.app.core.evaluate.metrics import macro_f1
 
     codes, classes = label_codes(obs[cfg.annotation.label_key])
     lookup = {c: i for i, c in enumerate(classes)}
@@ -110,8 +110,8 @@ def result_row(method: str, seconds: float, epochs: int, **extra: Any) -> dict[s
 
 def run_ours(pre_h5ad: Path) -> dict[str, Any]:
     from src.app.core.data_adapter import DataAdapter
+    from src.app.core.model.runtime import runtime_for
     from src.app.core.model_adapter import ModelAdapter
-    from src.app.core.runtime import runtime_for
 
     cfg = load_cfg()
     runtime = runtime_for(cfg, profile=load_profile(cfg))
@@ -141,7 +141,7 @@ def run_scvi(pre_h5ad: Path, max_epochs: int | None) -> dict[str, Any]:
     import scvi
     import torch
 
-    from src.app.core.preprocess import COUNTS_LAYER
+    from src.app.core.data.preprocess import COUNTS_LAYER
     from src.app.machine import resolve_runtime
 
     cfg = load_cfg()
@@ -164,7 +164,7 @@ def run_scvi(pre_h5ad: Path, max_epochs: int | None) -> dict[str, Any]:
     # the head: SCANVI from the trained SCVI on the same visible labels, scvi-tools' defaults
     import numpy as np
 
-    from src.app.core.classify import visible_cells
+    from src.app.core.data.labels import visible_cells
 
     key = cfg.annotation.label_key
     known = adata.obs[key].notna().to_numpy() & visible_cells(adata.obs, cfg)
@@ -202,8 +202,8 @@ def run_worker(method: str, pre_h5ad: Path, epochs_scvi: int | None) -> None:
 
 def preprocess_to(data_path: Path, out_h5ad: Path) -> tuple[int, int]:
     """Preprocess raw counts with the default config and write them; returns (cells, genes)."""
-    from src.app.core.data import join_labels, read_counts
-    from src.app.core.preprocess import preprocess
+    from src.app.core.data.download import join_labels, read_counts
+    from src.app.core.data.preprocess import preprocess
 
     cfg = load_cfg()
     raw = read_counts(data_path)

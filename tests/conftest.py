@@ -87,7 +87,7 @@ def small_config(tmp_path: Path, **sections) -> Config:
 
 @pytest.fixture(scope="session")
 def raw_adata():
-    from src.app.core.synthetic import synthetic_counts
+    from src.app.core.data.synthetic import synthetic_counts
 
     return synthetic_counts(n_cells=300, n_genes=600, seed=1)
 
@@ -95,7 +95,7 @@ def raw_adata():
 @pytest.fixture(scope="session")
 def pre_adata(raw_adata):
     from src.app.config import PreprocessConfig
-    from src.app.core.preprocess import preprocess
+    from src.app.core.data.preprocess import preprocess
 
     return preprocess(raw_adata, PreprocessConfig(n_top_genes=200), seed=0)
 

@@ -1,9 +1,9 @@
 """Command line: ``python -m src.app.cli [command] [options]``.
 
-User commands: ``train`` (default: data source -> trained model and latent), ``eval``, ``viz``
-(annotated.h5ad and the figures), ``pipeline`` (train -> eval -> viz). Stage commands with explicit
-paths, called by the Snakemake rules: ``download``, ``preprocess``, ``train --input``, ``embed``,
-``evaluate``, ``annotate``, ``plot``.
+User commands: ``train`` (default: data source -> trained model and latent), ``eval``
+(metrics.json and annotated.h5ad), ``viz`` (the figures), ``pipeline`` (train -> eval -> viz).
+Stage commands with explicit paths, one per Snakemake rule: ``download``, ``preprocess``,
+``train --input``, ``embed``, ``evaluate``, ``plot``, ``write-config``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ STAGE_COMMANDS = (
     "preprocess",
     "embed",
     "evaluate",
-    "annotate",
     "plot",
     "write-config",
 )
@@ -44,7 +43,9 @@ VALUE_OPTIONS = {
     "--output",
     "--model_dir",
     "--latent",
+    "--embedded",
     "--metrics",
+    "--annotated",
 }
 
 
@@ -64,14 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     helps = {
         "train": "train the model (from data.source, or a preprocessed --input)",
-        "eval": "annotation metrics of the run's latent -> metrics.json",
-        "viz": "annotated.h5ad (UMAP, predicted labels) and the figures of the run",
+        "eval": "annotation metrics and annotated.h5ad (UMAP, predicted labels) of the run",
+        "viz": "the figures of the run",
         "pipeline": "train -> eval -> viz",
         "download": "stage: raw counts of data.source -> h5ad",
         "preprocess": "stage: raw h5ad -> preprocessed h5ad",
         "embed": "stage: checkpoint + preprocessed h5ad -> latent",
-        "evaluate": "stage: latent + labels -> metrics.json (same as eval)",
-        "annotate": "stage: embedded h5ad + metrics.json -> annotated.h5ad",
+        "evaluate": "stage: preprocessed + embedded h5ad -> metrics.json and annotated.h5ad",
         "plot": "stage: annotated.h5ad + metrics.json + training history -> figures folder",
         "write-config": "stage: write the resolved config to --output",
     }
@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", help="input file (stage commands)")
         p.add_argument("--output", help="output file (stage commands)")
         p.add_argument("--model_dir", help="checkpoint folder")
-        p.add_argument("--latent", help="latent .npy")
-        p.add_argument("--metrics", help="metrics.json (annotate, plot)")
+        p.add_argument("--latent", help="latent .npy (embed)")
+        p.add_argument("--embedded", help="the embed stage's h5ad (evaluate)")
+        p.add_argument("--metrics", help="metrics.json (plot)")
+        p.add_argument("--annotated", help="annotated.h5ad (evaluate)")
     return parser
 
 
@@ -135,7 +137,7 @@ def _dry_run_config(cfg):
             cfg.preprocess, n_top_genes=min(cfg.preprocess.n_top_genes, 300)
         ),
         train=dataclasses.replace(cfg.train, epochs=1),
-        viz=dataclasses.replace(cfg.viz, neighbors_method="gauss", dpi=min(cfg.viz.dpi, 80)),
+        viz=dataclasses.replace(cfg.viz, dpi=min(cfg.viz.dpi, 80)),
         eval=dataclasses.replace(
             cfg.eval,
             label_keys=("cell_type_coarse", "cell_type"),
@@ -146,10 +148,12 @@ def _dry_run_config(cfg):
 
 def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> list[Path]:
     """Paths ``command`` may write, checked before any work (fail closed): ``--output``, the
-    ``--latent`` of embed, the ``--model_dir`` of train, the run folder where an output takes
-    its default, and the raw download of a run that starts from ``data.source``."""
+    ``--latent`` of embed, the ``--annotated`` of evaluate, the ``--model_dir`` of train, the run
+    folder where an output takes its default, and the raw download of a run that starts from
+    ``data.source``."""
     paths = [args.output]
     paths += [args.latent] if command == "embed" else []
+    paths += [args.annotated] if command == "evaluate" else []
     paths += [args.model_dir] if command in ("train", "pipeline") else []
     written = [Path(p) for p in paths if p]
     if command in USER_COMMANDS or not args.output:
@@ -160,50 +164,28 @@ def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> 
     return written
 
 
-def run(args: argparse.Namespace) -> int:
+def _pick(value: str | None, default: Path) -> Path:
+    return Path(value) if value else default
+
+
+def _run_stage(args: argparse.Namespace, cfg, layout: RunLayout, profile) -> None:
+    """One stage command of the workflow, with explicit paths (defaults: the run layout)."""
     from src.app import stages
 
-    cfg = load_config(args.config)
-    if args.dry_run:
-        cfg = _dry_run_config(cfg)
-    layout = RunLayout.of(cfg, args.output_dir)
-    command = "pipeline" if args.dry_run else args.command
-    check_writable(*_written(args, command, layout, cfg))
-    needs_profile = command in (
-        "train",
-        "pipeline",
-        "download",
-        "preprocess",
-        "embed",
-        "eval",
-        "evaluate",
-        "annotate",
-        "viz",
-    )
-    profile = _profile(cfg, dry_run=args.dry_run) if needs_profile else None
-    if profile is not None:
-        from src.app.machine import set_thread_env
-
-        set_thread_env(profile.annotation_threads)
-
-    def pick(value: str | None, default: Path) -> Path:
-        return Path(value) if value else default
-
+    pick = _pick
+    command = args.command
     if command == "write-config":
         write_config(cfg, pick(args.output, layout.config_used))
-        return 0
-    if command == "download":
+    elif command == "download":
         stages.download(cfg, output=pick(args.output, raw_path(cfg)), profile=profile)
-        return 0
-    if command == "preprocess":
+    elif command == "preprocess":
         stages.preprocess(
             cfg,
             input=pick(args.input, raw_path(cfg)),
             output=pick(args.output, layout.preprocessed),
             profile=profile,
         )
-        return 0
-    if command == "embed":
+    elif command == "embed":
         stages.embed(
             cfg,
             model_dir=pick(args.model_dir, layout.model_dir),
@@ -212,59 +194,89 @@ def run(args: argparse.Namespace) -> int:
             output=pick(args.output, layout.embedded),
             profile=profile,
         )
-        return 0
+    elif command == "evaluate":
+        stages.evaluate(
+            cfg,
+            input=pick(args.input, layout.preprocessed),
+            embedded=pick(args.embedded, layout.embedded),
+            output=pick(args.output, layout.metrics),
+            annotated=pick(args.annotated, layout.annotated),
+            profile=profile,
+        )
+    elif command == "plot":
+        stages.plot(
+            cfg,
+            input=pick(args.input, layout.annotated),
+            metrics=pick(args.metrics, layout.metrics),
+            model_dir=pick(args.model_dir, layout.model_dir),
+            output=pick(args.output, layout.figures),
+        )
+
+
+def _run_user(args: argparse.Namespace, command: str, cfg, layout: RunLayout, profile) -> None:
+    """``train``, ``eval``, ``viz`` or ``pipeline`` on the run layout (``--dry_run``: pipeline on
+    synthetic data); ``train --input`` starts from a preprocessed file."""
+    from src.app import stages
+
+    pick = _pick
+    preprocessed = pick(args.input, layout.preprocessed)
+    model_dir = pick(args.model_dir, layout.model_dir)
     if command in ("train", "pipeline") and not args.input:
         raw = layout.root / "raw.h5ad" if args.dry_run else raw_path(cfg)
         if args.dry_run:
-            from src.app.core.synthetic import synthetic_counts
+            from src.app.core.data.synthetic import synthetic_counts
 
             stages._write_h5ad(synthetic_counts(seed=cfg.seed), raw, profile)
         elif not raw.exists():
             stages.download(cfg, output=raw, profile=profile)
         stages.preprocess(cfg, input=raw, output=layout.preprocessed, profile=profile)
     if command in ("train", "pipeline"):
-        stages.train(
-            cfg,
-            input=pick(args.input, layout.preprocessed),
-            model_dir=pick(args.model_dir, layout.model_dir),
-            profile=profile,
-        )
+        stages.train(cfg, input=preprocessed, model_dir=model_dir, profile=profile)
         stages.embed(
             cfg,
-            model_dir=pick(args.model_dir, layout.model_dir),
-            input=pick(args.input, layout.preprocessed),
+            model_dir=model_dir,
+            input=preprocessed,
             latent=layout.latent,
             output=layout.embedded,
             profile=profile,
         )
-    if command in ("eval", "evaluate", "pipeline"):
+    if command in ("eval", "pipeline"):
         stages.evaluate(
             cfg,
-            latent=pick(args.latent, layout.latent),
-            input=pick(args.input, layout.embedded),
-            output=pick(args.output, layout.metrics) if command != "pipeline" else layout.metrics,
+            input=preprocessed,
+            embedded=layout.embedded,
+            output=pick(args.output, layout.metrics) if command == "eval" else layout.metrics,
+            annotated=layout.annotated,
             profile=profile,
         )
-    if command in ("annotate", "viz", "pipeline"):
-        stages.annotate(
-            cfg,
-            input=pick(args.input, layout.embedded) if command != "pipeline" else layout.embedded,
-            metrics=pick(args.metrics, layout.metrics),
-            output=pick(args.output, layout.annotated)
-            if command == "annotate"
-            else layout.annotated,
-            profile=profile,
-        )
-    if command in ("viz", "plot", "pipeline"):
+    if command in ("viz", "pipeline"):
         stages.plot(
             cfg,
-            input=pick(args.input, layout.annotated) if command == "plot" else layout.annotated,
-            metrics=pick(args.metrics, layout.metrics),
-            model_dir=pick(args.model_dir, layout.model_dir),
-            output=pick(args.output, layout.figures) if command != "pipeline" else layout.figures,
+            input=layout.annotated,
+            metrics=layout.metrics,
+            model_dir=model_dir,
+            output=pick(args.output, layout.figures) if command == "viz" else layout.figures,
         )
+    write_config(cfg, layout.config_used)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.dry_run:
+        cfg = _dry_run_config(cfg)
+    layout = RunLayout.of(cfg, args.output_dir)
+    command = "pipeline" if args.dry_run else args.command
+    check_writable(*_written(args, command, layout, cfg))
+    profile = None
+    if command not in ("write-config", "plot"):  # plot reads results only
+        from src.app.machine import set_thread_env
+
+        profile = _profile(cfg, dry_run=args.dry_run)
+        set_thread_env(profile.annotation_threads)
     if command in USER_COMMANDS:
-        write_config(cfg, layout.config_used)
+        _run_user(args, command, cfg, layout, profile)
+    else:
+        _run_stage(args, cfg, layout, profile)
     return 0
 
 

@@ -23,9 +23,9 @@ from src.app.errors import ConfigError
 ENV_PREFIX = "APP__"
 SOURCE_PBMC3K = "pbmc3k"
 LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
+COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")  # scored on the raw counts of the counts layer
 DECODERS = ("linear", "mlp")
 DEVICES = ("auto", "cpu", "cuda")
-NEIGHBORS_METHODS = ("umap", "gauss")
 BASELINE_METHODS = ("pca", "none")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -213,18 +213,12 @@ class BaselineConfig:
 class VizConfig:
     n_neighbors: int = 15
     min_dist: float = 0.5
-    neighbors_method: str = "umap"
     dpi: int = 150
 
     def __post_init__(self) -> None:
         _require(self.n_neighbors >= 2, "viz.n_neighbors", "must be >= 2")
         _require(0 <= self.min_dist <= 1, "viz.min_dist", "must be in [0, 1]")
         _require(self.dpi >= 10, "viz.dpi", "must be >= 10")
-        _require(
-            self.neighbors_method in NEIGHBORS_METHODS,
-            "viz.neighbors_method",
-            f"must be one of {list(NEIGHBORS_METHODS)}",
-        )
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.app.config import Config, check_safe_name
-from src.app.core.data import source_name
+from src.app.core.data.download import source_name
 
 
 def child(root: str | Path, name: str, *, key: str) -> Path:

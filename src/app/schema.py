@@ -24,7 +24,6 @@ from src.app.config import (
     BASELINE_METHODS,
     DEVICES,
     LIKELIHOODS,
-    NEIGHBORS_METHODS,
     Config,
     config_to_dict,
 )
@@ -34,7 +33,6 @@ REGENERATE = "python -m src.app.schema > workflow/schemas/config.schema.yaml"
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.likelihood": LIKELIHOODS,
     "train.device": DEVICES,
-    "viz.neighbors_method": NEIGHBORS_METHODS,
     "baseline.method": BASELINE_METHODS,
 }
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean"}

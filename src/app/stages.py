@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from src.app.config import Config
-from src.app.core.keys import CATEGORIES_KEY, LABEL_KEY_KEY, PROBA_KEY
+from src.app.core.data.keys import CATEGORIES_KEY, LABEL_KEY_KEY, LATENT_KEY, PROBA_KEY
 from src.app.errors import DataError
 from src.app.io_utils import atomic_path, write_json
 from src.app.machine import MachineProfile
@@ -28,7 +28,7 @@ def _write_h5ad(adata: Any, path: str | Path, profile: MachineProfile | None) ->
 
 def download(cfg: Config, *, output: str | Path, profile: MachineProfile | None) -> None:
     """Raw counts of ``cfg.data.source`` (labels joined) -> ``output`` (h5ad)."""
-    from src.app.core.data import acquire
+    from src.app.core.data.download import acquire
 
     adata = acquire(cfg.data, resources_dir=cfg.paths.resources)
     log.info("raw data: %d cells x %d genes", adata.n_obs, adata.n_vars)
@@ -43,9 +43,9 @@ def preprocess(
     Fails before writing anything when the raw data is unusable (see ``check_raw_counts``) or
     too few cells pass QC for the split or for ``eval.n_folds``-fold cross-validation.
     """
-    from src.app.core.data import check_raw_counts
-    from src.app.core.h5ad import read_h5ad
-    from src.app.core.preprocess import preprocess as run
+    from src.app.core.data.download import check_raw_counts
+    from src.app.core.data.h5ad import read_h5ad
+    from src.app.core.data.preprocess import preprocess as run
 
     raw = read_h5ad(input, what="raw data", hint="run the download stage first")
     check_raw_counts(raw, where=f"raw data {input}")
@@ -63,7 +63,7 @@ def train(
     cfg: Config, *, input: str | Path, model_dir: str | Path, profile: MachineProfile
 ) -> dict[str, Any]:
     """Preprocessed h5ad -> checkpoint folder; returns the training metrics."""
-    from src.app.core.runtime import runtime_for
+    from src.app.core.model.runtime import runtime_for
     from src.app.core.train import run_training
 
     runtime = runtime_for(cfg, profile=profile)
@@ -89,8 +89,8 @@ def embed(
     profile: MachineProfile,
 ) -> None:
     """Checkpoint + preprocessed h5ad -> latent .npy and h5ad with ``.obsm["X_vae"]``."""
-    from src.app.core.embed import run_embedding
-    from src.app.core.runtime import runtime_for
+    from src.app.core.model.embed import run_embedding
+    from src.app.core.model.runtime import runtime_for
 
     runtime = runtime_for(cfg, profile=profile)
     z = run_embedding(
@@ -104,8 +104,9 @@ def embed(
     log.info("latent: %d cells x %d dims", *z.shape)
 
 
-def _read_element(path: str | Path, key: str, what: str) -> Any:
-    """One element (``obs``, ``X``, ...) of an h5ad without loading the rest."""
+def _read_element(path: str | Path, key: str, what: str, stage: str) -> Any:
+    """One element (``obs``, ``X``, ...) of an h5ad without loading the rest; a missing or broken
+    file names the ``stage`` that writes it."""
     import anndata as ad
     import h5py
 
@@ -113,46 +114,31 @@ def _read_element(path: str | Path, key: str, what: str) -> Any:
         with h5py.File(path, "r") as f:
             return ad.io.read_elem(f[key])
     except (OSError, KeyError) as exc:
-        raise DataError(f"could not read {what} of {path}: {exc}") from None
-
-
-def read_obs(path: str | Path) -> Any:
-    """The ``.obs`` table of an h5ad without loading its matrices."""
-    return _read_element(path, "obs", ".obs")
-
-
-def load_latent(path: str | Path) -> np.ndarray:
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
         raise DataError(
-            f"latent {path} could not be read ({exc}); run the embed stage first"
+            f"could not read {what} of {path}: {exc}; run the {stage} stage first"
         ) from None
 
 
-def read_head_predictions(path: str | Path) -> tuple[str, np.ndarray, list[str]] | None:
-    """``(label_key, class probabilities, class names)`` written by the embed stage, or None
-    when the model has no classifier head."""
+def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
+    """The embed stage's ``(latent, .obs, head)``: ``head`` is the classifier head's ``(label
+    key, class probabilities, class names)``, or None for a model without one."""
     import anndata as ad
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            if f"obsm/{PROBA_KEY}" not in f:
-                return None
-            return (
-                str(ad.io.read_elem(f[f"uns/{LABEL_KEY_KEY}"])),
-                np.asarray(f[f"obsm/{PROBA_KEY}"]),
-                [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
-            )
+            latent = np.asarray(f[f"obsm/{LATENT_KEY}"])
+            obs = ad.io.read_elem(f["obs"])
+            head = None
+            if f"obsm/{PROBA_KEY}" in f:
+                head = (
+                    str(ad.io.read_elem(f[f"uns/{LABEL_KEY_KEY}"])),
+                    np.asarray(f[f"obsm/{PROBA_KEY}"]),
+                    [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
+                )
     except (OSError, KeyError) as exc:
-        raise DataError(f"could not read the classifier predictions of {path}: {exc}") from None
-
-
-def read_expression(path: str | Path) -> Any:
-    """``.X`` of an h5ad (the log-normalised HVGs of the preprocess stage)."""
-    return _read_element(path, "X", "the expression matrix .X")
+        raise DataError(f"could not read the embedding {path}: {exc}; run the embed stage first") from None
+    return latent, obs, head
 
 
 def read_json(path: str | Path, *, stage: str) -> Any:
@@ -174,57 +160,47 @@ def dense_budget(profile: MachineProfile | None) -> float | None:
 def evaluate(
     cfg: Config,
     *,
-    latent: str | Path,
     input: str | Path,
+    embedded: str | Path,
     output: str | Path,
+    annotated: str | Path,
     profile: MachineProfile | None = None,
 ) -> dict:
-    """Latent + labels in the h5ad's ``.obs`` (+ the classifier head's predictions, + ``.X`` for
-    the PCA baseline) -> ``metrics.json``."""
-    from src.app.core.eval import evaluate_run
+    """Preprocessed h5ad (labels, ``.X`` for the PCA baseline) + the embed stage's latent and
+    head predictions -> ``metrics.json`` and ``annotated.h5ad``, from the same fits."""
+    from src.app.core.data.h5ad import write_with_additions
+    from src.app.core.evaluate.annotate import annotations
+    from src.app.core.evaluate.run import evaluate_run
 
-    obs = read_obs(input)
-    expression = read_expression(input) if cfg.baseline.method != "none" else None
-    metrics = evaluate_run(
-        load_latent(latent),
-        obs,
-        cfg,
-        expression=expression,
-        head=read_head_predictions(input),
-        max_bytes=dense_budget(profile),
+    obs = _read_element(input, "obs", ".obs", "preprocess")
+    latent, cells, head = read_embedding(embedded)
+    if list(cells.index) != list(obs.index.astype(str)):
+        raise DataError(
+            f"{embedded} holds {len(cells)} cells that are not those of {input} ({len(obs)}); "
+            "rerun the embed stage on this data"
+        )
+    obs = obs.join(cells.set_index(obs.index), rsuffix="_embed")
+    expression = None
+    if cfg.baseline.method != "none":
+        expression = _read_element(input, "X", "the expression matrix .X", "preprocess")
+    evaluation = evaluate_run(
+        latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
     )
-    write_json(output, metrics)
+    added = annotations(latent, obs, evaluation, cfg)
+    with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:
+        write_json(tmp_metrics, evaluation.metrics)
+        write_with_additions(
+            input, tmp_annotated, obs=added.obs, obsm=added.obsm, obsp=added.obsp, uns=added.uns
+        )
+    metrics = evaluation.metrics
     first = cfg.eval.label_keys[0]
     log.info("kNN macro F1 (%s): %.3f", first, metrics["f1_macro"])
     if "baseline_f1_macro" in metrics:
         log.info("PCA baseline kNN macro F1 (%s): %.3f", first, metrics["baseline_f1_macro"])
     if "joint_f1_macro" in metrics:
         log.info("joint classifier macro F1 on hidden labels: %.3f", metrics["joint_f1_macro"])
+    log.info("annotated: %d cells -> %s", len(obs), annotated)
     return metrics
-
-
-def annotate(
-    cfg: Config,
-    *,
-    input: str | Path,
-    metrics: str | Path,
-    output: str | Path,
-    profile: MachineProfile | None,
-) -> None:
-    """embedded.h5ad + metrics.json -> ``annotated.h5ad`` (UMAP, predicted labels, config and
-    metrics in ``.uns``)."""
-    import anndata as ad
-
-    from src.app.core.annotate import annotate as run
-
-    results = read_json(metrics, stage="evaluate")
-    try:
-        adata = ad.read_h5ad(input)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{input} could not be read ({exc}); run the embed stage first") from None
-    run(adata, cfg, metrics=results, max_bytes=dense_budget(profile))
-    _write_h5ad(adata, output, profile)
-    log.info("annotated: %d cells, %d .obs columns -> %s", adata.n_obs, adata.obs.shape[1], output)
 
 
 def plot(
@@ -236,10 +212,11 @@ def plot(
     output: str | Path,
 ) -> list[Path]:
     """annotated.h5ad + metrics.json + the training history -> the figures in folder ``output``
-    (umap, confusion, label_efficiency, training_curves .png); returns their paths."""
+    (umap, confusion, label_efficiency, training_curves .png); returns their paths. Reads and
+    draws only."""
     import anndata as ad
 
-    from src.app.core.viz import plot_run
+    from src.app.core.plot.run import plot_run
     from src.app.layout import FIGURES, figure_path
 
     results = read_json(metrics, stage="evaluate")
@@ -248,18 +225,11 @@ def plot(
         adata = ad.read_h5ad(input, backed="r")  # .obs, .obsm and .uns; .X stays on disk
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(
-            f"{input} could not be read ({exc}); run the annotate stage first"
+            f"{input} could not be read ({exc}); run the evaluate stage first"
         ) from None
     figures = {name: figure_path(output, name) for name in FIGURES}
     try:
-        plot_run(
-            adata,
-            results,
-            history,
-            figures,
-            label_keys=list(cfg.eval.label_keys),
-            dpi=cfg.viz.dpi,
-        )
+        plot_run(adata, results, history, figures, dpi=cfg.viz.dpi)
     finally:
         adata.file.close()
     log.info("figures: %s", ", ".join(str(p) for p in figures.values()))

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from src.app.config import BaselineConfig
-from src.app.core.baseline import pca_representation
-from src.app.core.classify import pseudo_labels
+from src.app.core.evaluate.baseline import pca_representation
+from src.app.core.model.pseudo_labels import pseudo_labels
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 # log-normalised expression: zeros and values on a count-like grid (no subnormal spreads, where

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from src.app.config import ConfigError, config_from_dict
-from src.app.core.data import source_name
+from src.app.core.data.download import source_name
+from src.app.core.data.h5ad import read_h5ad
 from src.app.core.data_adapter import DataAdapter
-from src.app.core.h5ad import read_h5ad
 from src.app.errors import DataError
 from src.app.layout import RunLayout, child, raw_path
 from tests.conftest import replace, small_config

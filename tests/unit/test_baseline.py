@@ -2,7 +2,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from src.app.config import BaselineConfig
-from src.app.core.baseline import pca_representation
+from src.app.core.evaluate.baseline import pca_representation
 
 
 def counts(seed=0):

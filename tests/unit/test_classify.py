@@ -5,16 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.app.core.classify import (
-    draw_visible,
+from src.app.core.data.graph import knn_graph
+from src.app.core.data.labels import draw_visible, label_codes
+from src.app.core.evaluate.classify import (
     fit_predict,
-    knn_graph,
-    label_codes,
     label_propagation,
     out_of_fold_proba,
-    pseudo_labels,
     transfer_proba,
 )
+from src.app.core.model.pseudo_labels import pseudo_labels
 
 
 def blobs(sizes, *, dim=5, sep=8.0, seed=0):

@@ -10,7 +10,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from src.app.config import DataConfig
-from src.app.core.data import (
+from src.app.core.data.download import (
     PBMC3K_FINGERPRINT,
     acquire,
     fetch_pbmc3k,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit
 
-from src.app.core.distributions import (
+from src.app.core.model.distributions import (
     check_counts,
     log_nb_positive,
     log_poisson,

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 
 from src.app.config import Config, EvalConfig, config_from_dict
+from src.app.core.data.keys import VISIBLE_KEY
 from src.app.core.eval import (
     evaluate_latent,
     evaluate_representation,
     evaluate_run,
     summary_table,
 )
-from src.app.core.keys import VISIBLE_KEY
 from src.app.errors import DataError
 from tests.unit.test_classify import blobs
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from src.app.core.metrics import auroc, classification_metrics, latent_quality, macro_f1
+from src.app.core.evaluate.metrics import auroc, classification_metrics, latent_quality, macro_f1
 
 
 def one_hot(pred, n_classes):

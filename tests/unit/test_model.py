@@ -162,7 +162,7 @@ def test_decoders_train_and_reload(tmp_path, runtime, pre_adata, decoder, standa
 def test_gaussian_log_likelihood_matches_scipy(runtime):
     from scipy.stats import norm
 
-    from src.app.core.nn import VAE, VAEConfig
+    from src.app.core.model.nn import VAE, VAEConfig
 
     module = VAE(VAEConfig(n_genes=6, latent_dim=2, hidden_dims=(4,), dropout=0.0,
                            likelihood="gaussian", standardize=False))  # fmt: skip

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from src.app.config import PreprocessConfig
-from src.app.core.preprocess import COUNTS_LAYER, SPLIT_KEY, preprocess, split_labels
+from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY, preprocess, split_labels
 from src.app.errors import DataError
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from src.app.cli import main
-from src.app.core.preprocess import COUNTS_LAYER
+from src.app.core.data.preprocess import COUNTS_LAYER
 from src.app.machine import Runtime
 from tests.conftest import profile_dict
 
@@ -36,8 +36,8 @@ OLD = ("raw.h5ad", "pre.h5ad", "latent.npy", "emb.h5ad", "model/weights.safetens
 def good(tmp_path_factory):
     """A small raw AnnData, its preprocessed AnnData and a 1-epoch checkpoint (read only)."""
     from src.app.config import PreprocessConfig, config_from_dict
-    from src.app.core.preprocess import preprocess
-    from src.app.core.synthetic import synthetic_counts
+    from src.app.core.data.preprocess import preprocess
+    from src.app.core.data.synthetic import synthetic_counts
     from src.app.core.train import run_training
 
     root = tmp_path_factory.mktemp("good")
@@ -209,7 +209,7 @@ def test_preprocess_refuses_unusable_raw_data(case, good, work, capsys):
 def test_preprocess_says_what_qc_removed(good, caplog):
     """Cells and genes without counts are no error: QC removes them and the log says so."""
     from src.app.config import PreprocessConfig
-    from src.app.core.preprocess import preprocess
+    from src.app.core.data.preprocess import preprocess
 
     raw = set_value(None, (slice(0, 3), slice(None)), 0)(good["raw"])
     raw.X[:, -5:] = 0

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
+from src.app.core.data.h5ad import StoredMatrix
+from src.app.core.data.row_store import DATA_MEMORY_SHARE, GIB, plan_memory
 from src.app.core.data_adapter import DataAdapter
-from src.app.core.embed import run_embedding
-from src.app.core.h5ad import StoredMatrix
+from src.app.core.model.embed import run_embedding
 from src.app.core.model_adapter import ModelAdapter
-from src.app.core.row_store import DATA_MEMORY_SHARE, GIB, plan_memory
 from tests.conftest import replace, small_config
 
 MB = 1 << 20

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from src.app.core.classify import draw_visible, label_codes
+from src.app.core.data.labels import draw_visible, label_codes
 from src.app.core.data_adapter import DataAdapter
+from src.app.core.model.nn import VAE, VAEConfig
+from src.app.core.model.train_loop import EarlyStopping, kl_weight
 from src.app.core.model_adapter import ModelAdapter
-from src.app.core.nn import VAE, VAEConfig
-from src.app.core.train_loop import EarlyStopping, kl_weight
 from src.app.errors import DataError
 from tests.conftest import replace, small_config
 

@@ -63,7 +63,7 @@ def test_colours_are_stable_per_category():
 
 def test_viz_does_not_import_torch():
     code = (
-        "import sys, src.app.core.viz, src.app.core.eval, src.app.core.annotate, src.app.stages; "
+        "import sys, src.app.core.viz, src.app.core.eval, src.app.core.evaluate.annotate, src.app.stages; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -31,7 +31,7 @@ RUN_CONFIG = {
     "eval": {"label_fractions": [0.1, 0.5], "n_repeats": 1},
     # the baseline is covered by the in-process dry run (tests/unit/test_cli.py); here its absence
     "baseline": {"method": "none"},
-    "viz": {"neighbors_method": "gauss", "dpi": 40},
+    "viz": {"dpi": 40},
 }
 BACKGROUND_KEY = pytest.StashKey[dict]()
 
@@ -46,7 +46,7 @@ def write_profile(workdir: Path, **changes) -> None:
 
 def write_tiny_workdir(workdir: Path, **profile_changes) -> None:
     """A synthetic h5ad, a CPU machine profile and a small run config in ``workdir``."""
-    from src.app.core.synthetic import synthetic_counts
+    from src.app.core.data.synthetic import synthetic_counts
 
     synthetic_counts(n_cells=300, n_genes=600, seed=1).write_h5ad(workdir / "tiny.h5ad")
     write_profile(workdir, **profile_changes)

@@ -2,14 +2,11 @@
 # src/app/config.py, then built by the CLI's own loader), the machine profile and the resources it
 # gives each job, and the files of each run. Rules use `{run_id}` (and download `{source}`)
 # wildcards, so several runs side by side are separate jobs of one DAG.
-import ast
 import dataclasses
 import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -24,9 +21,9 @@ from src.app.config import (
     config_to_dict,
     read_yaml,
 )
-from src.app.core.data import source_name
+from src.app.core.data.download import source_name
 from src.app.layout import RunLayout, raw_path
-from src.app.machine import load_machine_profile, resolve_runtime
+from src.app.machine import GENERATE_HINT, load_machine_profile, resolve_runtime
 
 REPO = Path(workflow.basedir)
 CORE = REPO / "src" / "app" / "core"
@@ -96,19 +93,8 @@ for run_id, cfg in RUNS.items():
 # --- machine profile and file patterns ----------------------------------------------------------
 
 if not Path(BASE.paths.machine_profile).exists():
-    # the workflow's first step on a new machine: write the machine profile
-    print(
-        f"{BASE.paths.machine_profile} not found; running scripts/generate_config.sh",
-        file=sys.stderr,
-    )
-    subprocess.run(
-        [
-            "bash",
-            str(REPO / "scripts" / "generate_config.sh"),
-            BASE.paths.machine_profile,
-        ],
-        check=True,
-        env={**os.environ, "PYTHON": sys.executable},
+    raise WorkflowError(
+        f"machine profile {BASE.paths.machine_profile} not found; {GENERATE_HINT}"
     )
 PROFILE = load_machine_profile(BASE.paths.machine_profile)
 
@@ -162,12 +148,6 @@ def final_outputs():
 
 # --- the job's command and what reruns it -------------------------------------------------------
 
-# jobs run `python` of this environment (a conda env of `--sdm conda` goes before it on PATH)
-os.environ.update(
-    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-)
-
-
 def cli(wildcards, threads):
     """``python -m src.app.cli --config FILE`` for a job, after its run's APP__ overrides.
 
@@ -211,32 +191,27 @@ def machine_defaults(wildcards):
     }
 
 
-def stage_code(module):
-    """The stage's core modules in src/app/core, followed through their imports, as inputs:
-    editing one reruns the stage (and the stages after it)."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse((CORE / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            for full in names:
-                part = full.removeprefix("src.app.core.")
-                if part != full and "." not in part and (CORE / f"{part}.py").exists():
-                    todo.append(part)
-    return [str(shown(CORE / f"{name}.py")) for name in sorted(seen)]
+# each layer's code: its folder under src/app/core and its public faces there (SPEC.md)
+FACES = {
+    "data": [],
+    "model": ["data_adapter.py", "model_adapter.py", "train.py"],
+    "evaluate": ["eval.py"],
+    "plot": ["viz.py"],
+}
+
+
+def stage_code(*layers):
+    """The code of the ``layers`` a stage runs, as inputs: editing it reruns the stage (and the
+    stages after it); dependencies point one way (data, model, evaluate, plot)."""
+    files = []
+    for layer in layers:
+        files += sorted((CORE / layer).glob("*.py")) + [CORE / f for f in FACES[layer]]
+    return [str(shown(path)) for path in files]
 
 
 def intermediate(path):
     """``temp()`` unless config.yml keeps intermediate files. Only preprocessed.h5ad is one:
-    embedded.h5ad holds the same data, and the small latent.npy is a result of its own.
+    annotated.h5ad holds the same data with every result added.
     """
     return path if PROFILE.keep_intermediate_files else temp(path)
 

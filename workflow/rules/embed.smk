@@ -2,7 +2,7 @@ rule embed:
     input:
         model=RUN.model_dir,
         data=RUN.preprocessed,
-        code=stage_code("embed"),
+        code=stage_code("data", "model"),
     output:
         latent=RUN.latent,
         h5ad=RUN.embedded,
@@ -16,7 +16,8 @@ rule embed:
     resources:
         **resources_for("embed"),
     params:
-        cfg=config_keys("annotation"),
+        # the head's label key names the prediction columns; the likelihood picks the matrix
+        cfg=config_keys("annotation", "model.likelihood", "seed"),
         cli=cli,
     shell:
         "{params.cli} embed --model_dir {input.model} --input {input.data}"

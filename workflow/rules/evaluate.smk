@@ -1,15 +1,16 @@
 rule evaluate:
     input:
-        latent=RUN.latent,
-        data=RUN.embedded,
-        code=stage_code("eval"),
+        data=RUN.preprocessed,
+        embedded=RUN.embedded,
+        code=stage_code("data", "evaluate"),
     output:
-        report(
+        metrics=report(
             RUN.metrics,
             caption="../report/metrics.rst",
             category="Metrics",
             labels={"run": "{run_id}", "file": "metrics.json"},
         ),
+        annotated=RUN.annotated,
     log:
         LOGS / "evaluate.log",
     benchmark:
@@ -20,10 +21,13 @@ rule evaluate:
     resources:
         **resources_for("evaluate"),
     params:
-        # annotation: the classifier head's label key and fraction (its visible cells, and
-        # the joint point of the label-efficiency curve)
-        cfg=config_keys("eval", "baseline", "annotation", "seed"),
+        # annotation: the visible draw when the model has no head; viz: the UMAP's settings
+        # (viz.dpi is the plot stage's alone); the whole config goes into annotated.h5ad, but
+        # only these keys change what it holds besides that copy
+        cfg=config_keys(
+            "eval", "baseline", "annotation", "seed", "viz.n_neighbors", "viz.min_dist"
+        ),
         cli=cli,
     shell:
-        "{params.cli} evaluate --latent {input.latent} --input {input.data} --output {output}"
-        " > {log} 2>&1"
+        "{params.cli} evaluate --input {input.data} --embedded {input.embedded}"
+        " --output {output.metrics} --annotated {output.annotated} > {log} 2>&1"

@@ -3,7 +3,7 @@ rule plot:
         data=RUN.annotated,
         metrics=RUN.metrics,
         model=RUN.model_dir,
-        code=stage_code("viz"),
+        code=stage_code("plot"),
     output:
         umap=report(
             RUN.figure_files["umap"],
@@ -39,7 +39,7 @@ rule plot:
     resources:
         **resources_for("plot"),
     params:
-        cfg=config_keys("viz.dpi", "eval.label_keys"),
+        cfg=config_keys("viz.dpi"),
         cli=cli,
     shell:
         "{params.cli} plot --input {input.data} --metrics {input.metrics}"
@@ -49,7 +49,6 @@ rule plot:
 rule config_used:
     input:
         RUN.metrics,
-        RUN.annotated,
         RUN.umap,
     output:
         RUN.config_used,

@@ -1,7 +1,7 @@
 rule preprocess:
     input:
         raw=raw_of,
-        code=stage_code("preprocess"),
+        code=stage_code("data"),
     output:
         intermediate(RUN.preprocessed),
     log:

@@ -1,7 +1,7 @@
 rule train:
     input:
         data=RUN.preprocessed,
-        code=stage_code("train"),
+        code=stage_code("data", "model"),
     output:
         directory(RUN.model_dir),
     log:

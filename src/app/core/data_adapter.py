@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from src.app.config import AnnotationConfig, Config
-from src.app.core.classify import draw_visible
-from src.app.core.classify import label_codes as classify_codes
-from src.app.core.h5ad import StoredMatrix, check_unique, read_annotations
-from src.app.core.nn import COUNT_LIKELIHOODS
-from src.app.core.preprocess import COUNTS_LAYER, SPLIT_KEY
-from src.app.core.row_store import device_memory, load_rows, plan_memory, stored_values
+from src.app.config import COUNT_LIKELIHOODS, AnnotationConfig, Config
+from src.app.core.data.h5ad import StoredMatrix, check_unique, read_annotations
+from src.app.core.data.labels import draw_visible
+from src.app.core.data.labels import label_codes as classify_codes
+from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY
+from src.app.core.data.row_store import device_memory, load_rows, plan_memory, stored_values
 from src.app.errors import DataError
 from src.app.machine import Runtime
 
@@ -79,7 +78,7 @@ def label_codes(
     obs: pd.DataFrame, cfg: AnnotationConfig, *, seed: int
 ) -> tuple[list[str], np.ndarray]:
     """Label categories and the visible label codes (-1 hidden/unknown): a seeded, stratified
-    ``label_fraction`` of each class (:func:`src.app.core.classify.draw_visible`)."""
+    ``label_fraction`` of each class (:func:`src.app.core.data.labels.draw_visible`)."""
     if cfg.label_key is None:
         return [], np.full(len(obs), -1, dtype=np.int64)
     key = cfg.label_key

@@ -16,9 +16,9 @@ import torch
 
 from src.app.config import DECODERS, LIKELIHOODS, Config
 from src.app.core.data_adapter import Batch, DataAdapter
-from src.app.core.nn import VAE, VAEConfig
-from src.app.core.runtime import runtime_for
-from src.app.core.train_loop import encode_means, train_vae
+from src.app.core.model.nn import VAE, VAEConfig
+from src.app.core.model.runtime import runtime_for
+from src.app.core.model.train_loop import encode_means, train_vae
 from src.app.errors import CheckpointError
 from src.app.io_utils import atomic_path
 from src.app.machine import Runtime
@@ -109,22 +109,34 @@ class ModelAdapter:
         return encode_means(self._require_module(), self._inputs(batches), self.runtime.device)
 
     @torch.inference_mode()
+    def embed(self, batches: Iterable[Batch] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Latent means (cells, latent_dim) and, for a model with a classifier head, its class
+        probabilities (cells, classes; in the order of ``label_categories``), else None: one
+        encoder pass for both."""
+        module = self._require_module().eval()
+        device = torch.device(self.runtime.device)
+        means, probs = [], []
+        for x in self._inputs(batches):
+            mean = module.inference(x.to(device))[0]
+            means.append(mean.float().cpu())
+            if module.cfg.n_labels > 0:
+                probs.append(torch.softmax(module.classify(mean).float(), -1).cpu())
+        n_labels = module.cfg.n_labels
+        latent = torch.cat(means).numpy() if means else np.zeros((0, module.cfg.latent_dim))
+        if n_labels == 0:
+            return latent, None
+        return latent, torch.cat(probs).numpy() if probs else np.zeros((0, n_labels))
+
     def predict_labels(
         self, batches: Iterable[Batch] | np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The classifier head's label (cells,) and class probabilities (cells, classes) for
         every cell; classes in the order of ``label_categories``."""
-        module = self._require_module().eval()
-        if module.cfg.n_labels == 0:
+        if self._require_module().cfg.n_labels == 0:
             raise RuntimeError(
                 "this model has no classifier head; train with annotation.label_key set"
             )
-        device = torch.device(self.runtime.device)
-        probs = [
-            torch.softmax(module.classify(module.inference(x.to(device))[0]).float(), -1).cpu()
-            for x in self._inputs(batches)
-        ]
-        proba = torch.cat(probs).numpy() if probs else np.zeros((0, module.cfg.n_labels))
+        _, proba = self.embed(batches)
         labels = np.asarray(self.label_categories, dtype=object)[proba.argmax(1)]
         return labels, proba
 

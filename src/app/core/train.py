@@ -7,8 +7,8 @@ from pathlib import Path
 
 from src.app.config import Config
 from src.app.core.data_adapter import DataAdapter
+from src.app.core.model.runtime import runtime_for
 from src.app.core.model_adapter import ModelAdapter
-from src.app.core.runtime import runtime_for
 from src.app.layout import RunLayout
 from src.app.machine import Runtime
 

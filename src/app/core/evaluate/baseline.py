@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from src.app.config import BaselineConfig
-
-SCALE_MAX = 10.0  # sc.pp.scale(max_value=10), as in scanpy's PBMC 3k tutorial
+from src.app.core.data.preprocess import SCALE_MAX
 
 
 def pca_representation(

@@ -188,9 +188,11 @@ def write_with_additions(
     obs: Mapping[str, Any],
     obsm: Mapping[str, np.ndarray],
     uns: Mapping[str, Any],
+    obsp: Mapping[str, Any] | None = None,
 ) -> None:
-    """Copy the h5ad ``source`` to ``dest`` and add ``.obs`` columns, ``.obsm`` arrays and ``.uns``
-    entries (replacing any of the same name), without loading its matrices."""
+    """Copy the h5ad ``source`` to ``dest`` and add ``.obs`` columns, ``.obsm`` arrays, ``.obsp``
+    cell x cell matrices and ``.uns`` entries (replacing any of the same name), without loading
+    its matrices."""
     import anndata as ad
     import h5py
 
@@ -201,7 +203,7 @@ def write_with_additions(
             table[name] = values
         del f["obs"]
         ad.io.write_elem(f, "obs", table)
-        for group, entries in (("obsm", obsm), ("uns", uns)):
+        for group, entries in (("obsm", obsm), ("obsp", obsp or {}), ("uns", uns)):
             if group not in f:
                 ad.io.write_elem(f, group, {})
             for name, value in entries.items():

@@ -11,8 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from src.app.errors import DataError
-
 # above this theta, lgamma(x + theta) - lgamma(theta) comes from stirling's series: the direct
 # difference of two huge lgammas loses every digit in float32 (lgamma(1e8) ~ 1.7e9)
 _STIRLING_THETA = 1e3
@@ -170,44 +168,3 @@ def log_poisson(
     if lgamma_x1 is None:
         lgamma_x1 = torch.lgamma(x + 1.0)
     return x * torch.log(rate + eps) - rate - lgamma_x1
-
-
-def check_counts(x: Tensor, name: str) -> None:
-    """Check that ``x`` holds counts a count likelihood can score.
-
-    Parameters
-    ----------
-    x
-        Tensor that should hold non-negative integers (any dtype).
-    name
-        Name of the likelihood or data, used in the message.
-
-    Raises
-    ------
-    DataError
-        If ``x`` has NaN/Inf, negative or non-integer values; the message names the kinds found
-        and gives an example bad value.
-    """
-    if x.numel() == 0 or x.dtype == torch.bool:
-        return
-    if not x.is_floating_point():  # integer dtypes can only be negative
-        bad_kinds = {"negative values": x < 0}
-    else:
-        finite = torch.isfinite(x)
-        bad_kinds = {
-            "NaN/Inf values": ~finite,
-            "negative values": finite & (x < 0),
-            "non-integer values": finite & (x != torch.round(x)),
-        }
-    found = [(kind, mask) for kind, mask in bad_kinds.items() if bool(mask.any())]
-    if not found:
-        return
-    any_bad = torch.stack([mask for _, mask in found]).any(dim=0)
-    index = tuple(int(i) for i in torch.nonzero(any_bad)[0])
-    example = x[index].item()
-    kinds = ", ".join(f"{int(mask.sum())} {kind}" for kind, mask in found)
-    raise DataError(
-        f"count likelihood '{name}' needs non-negative integer counts; found {kinds} "
-        f"(e.g. {example!r} at index {index}); pass raw counts, not normalised or "
-        "log-transformed values"
-    )

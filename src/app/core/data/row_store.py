@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from src.app.core.distributions import check_counts
-from src.app.core.h5ad import READ_CHUNK, StoredMatrix
-from src.app.core.nn import COUNT_LIKELIHOODS
+from src.app.config import COUNT_LIKELIHOODS
+from src.app.core.data.h5ad import READ_CHUNK, StoredMatrix
 from src.app.errors import DataError
 from src.app.machine import Runtime
 
@@ -89,6 +88,47 @@ def device_memory(runtime: Runtime) -> int:
     if runtime.device != "cuda" or not torch.cuda.is_available():
         return 0
     return int(torch.cuda.get_device_properties(torch.device("cuda")).total_memory)
+
+
+def check_counts(x: torch.Tensor, name: str) -> None:
+    """Check that ``x`` holds counts a count likelihood can score.
+
+    Parameters
+    ----------
+    x
+        Tensor that should hold non-negative integers (any dtype).
+    name
+        Name of the likelihood or data, used in the message.
+
+    Raises
+    ------
+    DataError
+        If ``x`` has NaN/Inf, negative or non-integer values; the message names the kinds found
+        and gives an example bad value.
+    """
+    if x.numel() == 0 or x.dtype == torch.bool:
+        return
+    if not x.is_floating_point():  # integer dtypes can only be negative
+        bad_kinds = {"negative values": x < 0}
+    else:
+        finite = torch.isfinite(x)
+        bad_kinds = {
+            "NaN/Inf values": ~finite,
+            "negative values": finite & (x < 0),
+            "non-integer values": finite & (x != torch.round(x)),
+        }
+    found = [(kind, mask) for kind, mask in bad_kinds.items() if bool(mask.any())]
+    if not found:
+        return
+    any_bad = torch.stack([mask for _, mask in found]).any(dim=0)
+    index = tuple(int(i) for i in torch.nonzero(any_bad)[0])
+    example = x[index].item()
+    kinds = ", ".join(f"{int(mask.sum())} {kind}" for kind, mask in found)
+    raise DataError(
+        f"count likelihood '{name}' needs non-negative integer counts; found {kinds} "
+        f"(e.g. {example!r} at index {index}); pass raw counts, not normalised or "
+        "log-transformed values"
+    )
 
 
 def check_values(values: np.ndarray, *, likelihood: str, where: str) -> None:

@@ -14,9 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from src.app.config import Config
-from src.app.core.classify import pseudo_labels
 from src.app.core.data_adapter import Batch, DataAdapter
-from src.app.core.nn import VAE, LossTerms
+from src.app.core.model.nn import VAE, LossTerms
+from src.app.core.model.pseudo_labels import pseudo_labels
 from src.app.errors import TrainingError
 from src.app.machine import Runtime
 

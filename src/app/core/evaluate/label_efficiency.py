@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from src.app.config import EvalConfig
-from src.app.core.classify import TRANSFER_METHODS, draw_visible, transfer_proba
-from src.app.core.metrics import macro_f1
+from src.app.core.data.labels import draw_visible
+from src.app.core.evaluate.classify import TRANSFER_METHODS, transfer_proba
+from src.app.core.evaluate.metrics import macro_f1
 
 
 def fraction_key(fraction: float) -> str:
@@ -36,11 +37,12 @@ def label_efficiency(
     *,
     seed: int,
     graph: Any,
+    fits: dict | None = None,
 ) -> dict[str, Any]:
     """Macro F1 on the labelled cells left out of a stratified draw of each label fraction, over
     ``cfg.n_repeats`` draws (seeds ``seed``, ``seed + 1``, ...; the same draws for every method
     and representation), for each method in TRANSFER_METHODS. ``graph``: :func:`knn_graph` of
-    ``rep``. Cost: fractions x repeats x (kNN, logistic regression, propagation) fits."""
+    ``rep``; ``fits``: the cache of :func:`transfer_proba`. Cost: fractions x repeats x (kNN, logistic regression, propagation) fits."""
     known = codes >= 0
     out: dict[str, Any] = {"fractions": {}, **{m: {} for m in TRANSFER_METHODS}}
     for fraction in cfg.label_fractions:
@@ -61,6 +63,7 @@ def label_efficiency(
                     n_neighbors=cfg.n_neighbors,
                     seed=seed,
                     graph=graph,
+                    fits=fits,
                 )
                 scores[method].append(macro_f1(codes[test], proba[test].argmax(axis=1)))
                 unreached = max(unreached, n_unreached)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from src.app.config import SOURCE_PBMC3K, DataConfig
-from src.app.core.h5ad import check_unique, read_h5ad, reading
+from src.app.core.data.h5ad import check_unique, read_h5ad, reading
 from src.app.errors import DataError
 from src.app.io_utils import atomic_path
 

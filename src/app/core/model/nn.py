@@ -13,13 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.app.core.baseline import SCALE_MAX
-from src.app.core.distributions import log_nb_positive, log_poisson, log_zinb_positive
+from src.app.core.data.preprocess import SCALE_MAX
+from src.app.core.model.distributions import log_nb_positive, log_poisson, log_zinb_positive
 
 LOGVAR_CLAMP = 12.0
 LOG_2PI = math.log(2 * math.pi)
 GAUSSIAN_LOGVAR_MIN = -6.0  # gene-wise variance floor of the gaussian likelihood (sd >= 0.05)
-COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 
 
 @dataclass(frozen=True)
