@@ -14,22 +14,10 @@ from src.app.machine import MachineProfile, Runtime, profile_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# two pytest workers share two cores: one thread each avoids OpenMP oversubscription (spinning);
-# nothing imported above loads torch or NumPy's BLAS threads yet
+# one thread per test process: small synthetic data gains nothing from more, and two processes
+# (a test and a subprocess it starts) share two cores; nothing above loads BLAS threads yet
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The whole suite (no paths into other folders, no -k or -m): start the workflow tests'
-    Snakemake runs now, before collection, as they are the suite's critical path."""
-    tests = ROOT / "tests"
-    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args] or [tests]
-    whole = all(path in (ROOT, tests, tests / "workflow") for path in paths)
-    if whole and not config.option.keyword and not config.option.markexpr:
-        from tests.workflow.background import BACKGROUND, start_background
-
-        start_background(config, set(BACKGROUND))
 
 
 def profile_dict(**changes) -> dict:

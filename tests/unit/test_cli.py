@@ -97,6 +97,7 @@ def dry_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_dry_run_smoke(dry_run):
     """``--dry_run`` runs the whole chain on synthetic data."""
     metrics = json.loads((dry_run / "metrics.json").read_text())
@@ -109,6 +110,7 @@ def test_dry_run_smoke(dry_run):
         assert (dry_run / name).exists(), name
 
 
+@pytest.mark.slow
 def test_annotated_h5ad_opens_and_plots_in_scanpy(dry_run):
     """annotated.h5ad works in scanpy as it is: latent, UMAP, predictions with their colours,
     config and metrics."""

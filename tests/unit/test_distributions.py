@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import expit
 
+from src.app.core.data.row_store import check_counts
 from src.app.core.model.distributions import (
-    check_counts,
     log_nb_positive,
     log_poisson,
     log_zinb_positive,

@@ -52,7 +52,7 @@ def cells():
 def test_every_section_for_the_latent_and_the_baseline(cells):
     latent, expression, obs = cells
     cfg = run_config()
-    m = evaluate_run(latent, obs, cfg, expression=expression)
+    m = evaluate_run(latent, obs, cfg, expression=expression).metrics
     json.dumps(m)  # plain JSON
     assert m["f1_macro"] == m["labels"]["coarse"]["knn"]["f1_macro"]
     # kNN (k=15) never predicts the 5 labelled platelets; logistic regression does
@@ -103,7 +103,7 @@ def test_classifier_head_scores_and_its_point_on_the_curve(cells):
     proba = np.eye(4)[np.where(codes >= 0, codes, 0)]  # a perfect head
     proba[1] = [0.0, 0.0, 0.0, 1.0] if codes[1] != 3 else [1.0, 0.0, 0.0, 0.0]  # one mistake
     obs = obs.assign(**{VISIBLE_KEY: visible})
-    m = evaluate_run(latent, obs, cfg, head=("coarse", proba, list(NAMES)))
+    m = evaluate_run(latent, obs, cfg, head=("coarse", proba, list(NAMES))).metrics
     joint = m["labels"]["coarse"]["joint"]
     hidden = (codes >= 0) & ~visible
     assert joint["n_evaluated"] == hidden.sum()
@@ -165,7 +165,7 @@ def test_label_propagation_has_its_own_graph_size(cells):
     runs = {
         k: evaluate_representation(
             latent, obs, run_config(propagation_neighbors=k).eval, seed=0, visible=visible
-        )
+        )[0]
         for k in (3, 40)
     }
     curve = {k: r["label_efficiency"]["coarse"] for k, r in runs.items()}

@@ -196,3 +196,24 @@ def test_gradients_finite_on_extreme_counts():
     )  # fmt: skip
     terms.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
+def test_adam_takes_the_textbook_steps():
+    """The written-out Adam: bias-corrected moments, L2 weight decay added to the gradient, eps
+    outside the square root (torch.optim.Adam's update), checked against the formulas in NumPy."""
+    from src.app.core.model.optim import Adam
+
+    rng = np.random.default_rng(0)
+    start, x = rng.normal(size=(3, 5)), rng.normal(size=(16, 5))
+    weight = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    opt = Adam([weight], lr=1e-2, weight_decay=1e-3)
+    w, m, v = start.copy(), np.zeros_like(start), np.zeros_like(start)
+    for step in range(1, 21):
+        opt.zero_grad()
+        (torch.tensor(x) @ weight.T).pow(2).sum().backward()
+        opt.step()
+        grad = 2 * (x @ w.T).T @ x + 1e-3 * w
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        w = w - 1e-2 * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    np.testing.assert_allclose(weight.detach().numpy(), w, rtol=1e-9, atol=1e-12)

@@ -1,6 +1,6 @@
-"""Workflow tests run Snakemake in subprocesses, all started in background threads (see
-background.py) before collection when the whole suite runs (tests/conftest.py), else as soon as
-collection ends, so that they overlap each other and the in-process tests; their fixtures wait."""
+"""Workflow tests run Snakemake in subprocesses: each run below is a session fixture, run once in
+the foreground when a test asks for it. All of them are behind the ``slow`` marker
+(``uv run pytest -m slow``, run by .ci/run after the fast suite)."""
 
 from __future__ import annotations
 
@@ -8,48 +8,38 @@ import shutil
 
 import pytest
 
-from tests.workflow.background import (
-    BACKGROUND,
-    BACKGROUND_KEY,
+from tests.workflow.helpers import (
     MATRIX_CHANGES,
     ROOT,
     STAGES,
-    Background,
+    e2e_steps,
+    fresh_steps,
+    matrix_steps,
     planned_jobs,
-    start_background,
 )
 
 __all__ = ["MATRIX_CHANGES", "ROOT", "STAGES", "planned_jobs"]
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    # tests/conftest.py starts them all before collection when the whole suite runs
-    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    start_background(session.config, wanted)
-
-
-def _waited(request: pytest.FixtureRequest):
-    """The finished background job of the requesting fixture: (working folder, results)."""
-    name = request.fixturename
-    started = request.config.stash.get(BACKGROUND_KEY, {})
-    workdir, results = (started.get(name) or Background(BACKGROUND[name])).result()
+def _run(steps):
+    workdir, results = steps()
     yield workdir, results
     shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def e2e_run(request: pytest.FixtureRequest):
+def e2e_run():
     """(folder, {"again": dry run, "report": report}) of a real tiny run."""
-    yield from _waited(request)
+    yield from _run(e2e_steps)
 
 
 @pytest.fixture(scope="session")
-def rerun_matrix(request: pytest.FixtureRequest):
+def rerun_matrix():
     """(folder, dry run) of the rerun matrix."""
-    yield from _waited(request)
+    yield from _run(matrix_steps)
 
 
 @pytest.fixture(scope="session")
-def fresh_folder(request: pytest.FixtureRequest):
+def fresh_folder():
     """(folder, {"plan": result}) of a fresh tiny folder."""
-    yield from _waited(request)
+    yield from _run(fresh_steps)

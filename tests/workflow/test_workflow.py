@@ -1,17 +1,20 @@
 """The Snakefile on a tiny synthetic data set: dry-run plans (resources from config.yml, the rerun
 matrix, the SLURM profile), a real run that keeps no intermediates, its report and rule graph.
-The Snakemake calls run in the background (see conftest.py); these tests check their results."""
+The Snakemake calls are session fixtures (see conftest.py); these tests check their results."""
 
 import json
 import subprocess
 
 import h5py
 import numpy as np
+import pytest
 
 from src.app.layout import FIGURES
-from tests.workflow.background import MATRIX_CHANGES, STAGES, planned_jobs
+from tests.workflow.helpers import MATRIX_CHANGES, STAGES, planned_jobs
 
-COMPUTE = ["preprocess", "train", "embed", "evaluate", "annotate", "plot"]
+pytestmark = pytest.mark.slow
+
+COMPUTE = ["preprocess", "train", "embed", "evaluate", "plot"]
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -30,13 +33,16 @@ def test_dry_run_plans_every_stage_within_the_machine_profile(fresh_folder):
         assert job.threads == 1, job
         assert int(job.resources.get("mem_mb", 0)) <= 2048, job
         assert "gpu" not in job.resources, job
-    # a stage's code is an input of its rule, followed through imports
-    inputs = {job.rule: {path.rsplit("/", 1)[-1] for path in job.input} for job in jobs}
-    assert {"viz.py"} <= inputs["plot"]
-    assert "nn.py" not in inputs["plot"]
-    assert {"train.py", "train_loop.py", "nn.py", "model_adapter.py"} <= inputs["train"]
-    assert {"eval.py", "classify.py", "metrics.py", "baseline.py"} <= inputs["evaluate"]
-    assert "nn.py" not in inputs["evaluate"] | inputs["annotate"]
+    # a stage's code (the folders of the layers it runs) is an input of its rule
+    inputs = {job.rule: {path.split("core/", 1)[-1] for path in job.input} for job in jobs}
+    assert {"viz.py", "plot/figures.py"} <= inputs["plot"]
+    assert {"train.py", "model/train_loop.py", "model/nn.py", "model_adapter.py"} <= inputs["train"]
+    assert {"eval.py", "evaluate/classify.py", "evaluate/baseline.py"} <= inputs["evaluate"]
+    # editing evaluation or plotting code never retrains or re-embeds; plot reads and draws
+    later = {path for path in inputs["evaluate"] | inputs["plot"] if "evaluate" in path or "plot" in path}
+    assert later and not later & (inputs["train"] | inputs["embed"])
+    assert not any(path.startswith(("model", "evaluate", "data")) for path in inputs["plot"])
+    assert not any(path.startswith("model") for path in inputs["evaluate"])
 
 
 def test_threads_memory_and_gpu_follow_the_machine_profile(rerun_matrix):
@@ -58,10 +64,10 @@ def test_rerun_matrix_reruns_only_stale_stages(rerun_matrix):
         if job.rule in STAGES and run is not None:
             planned.setdefault(run, set()).add(job.rule)
     expected = {
-        "train_key": {"train", "embed", "evaluate", "annotate", "plot"},
-        # annotated.h5ad holds the whole config, so any key reruns annotate
-        "plot_key": {"annotate", "plot"},
-        "eval_key": {"evaluate", "annotate", "plot"},
+        "train_key": {"train", "embed", "evaluate", "plot"},
+        "plot_key": {"plot"},
+        "umap_key": {"evaluate", "plot"},
+        "eval_key": {"evaluate", "plot"},
         "source": set(STAGES),
     }
     assert set(MATRIX_CHANGES) - set(expected) == {"same"}
@@ -81,6 +87,7 @@ def test_end_to_end_keeps_no_intermediates_then_nothing_to_do(e2e_run):
     assert latent.shape[1] == 4
     with h5py.File(run / "embedded.h5ad") as f:
         assert f["obsm"]["X_vae"].shape == latent.shape
+        assert "X" not in f and len(f.get("layers", ())) == 0  # cells only
     for name in FIGURES:
         assert (run / "figures" / f"{name}.png").stat().st_size > 0, name
     assert (run / "model").is_dir()

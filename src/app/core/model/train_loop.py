@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.model.nn import VAE, LossTerms
+from src.app.core.model.optim import Adam
 from src.app.core.model.pseudo_labels import pseudo_labels
 from src.app.errors import TrainingError
 from src.app.machine import Runtime
@@ -111,7 +112,7 @@ def train_vae(
     """Fit ``module``; returns the per-epoch history. With early stopping (patience > 0 and a
     validation split) the best weights by validation loss are restored at the end."""
     tc = cfg.train
-    opt = torch.optim.Adam(module.parameters(), lr=runtime.lr, weight_decay=tc.weight_decay)
+    opt = Adam(module.parameters(), lr=runtime.lr, weight_decay=tc.weight_decay)
     stopper = EarlyStopping(tc.early_stopping_patience)
     history: list[dict[str, float]] = []
     refresh_at = set(cfg.annotation.pseudo_label_epochs(runtime.epochs))
@@ -128,7 +129,7 @@ def train_vae(
         for batch in data.iter_train_batches():
             with _autocast(runtime):
                 terms = batch_loss(module, batch, cfg, kl=kl)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             terms.loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), tc.grad_clip_norm)
             opt.step()

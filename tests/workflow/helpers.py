@@ -1,7 +1,6 @@
-"""The workflow tests' Snakemake runs (a real tiny run and the checks after it, the rerun matrix,
-dry runs on a fresh folder), each a sequence of steps in a background thread, so that they overlap
-each other and the in-process tests. A module of its own (not conftest.py, which pytest imports
-under another name) so that every importer shares one registry of started runs."""
+"""The workflow tests' Snakemake runs: a real tiny run and the checks after it, the rerun matrix,
+a dry run on a fresh folder. Each is a session fixture of conftest.py (behind the ``slow``
+marker), run in the foreground."""
 
 from __future__ import annotations
 
@@ -10,18 +9,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 from src.app.layout import FIGURES
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["download", "preprocess", "train", "embed", "evaluate", "annotate", "plot"]
+STAGES = ["download", "preprocess", "train", "embed", "evaluate", "plot"]
 RUN_CONFIG = {
     "run_id": "tiny",
     "data": {"source": "tiny.h5ad", "labels": None},
@@ -33,7 +29,6 @@ RUN_CONFIG = {
     "baseline": {"method": "none"},
     "viz": {"dpi": 40},
 }
-BACKGROUND_KEY = pytest.StashKey[dict]()
 
 
 def write_profile(workdir: Path, **changes) -> None:
@@ -60,15 +55,10 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def niced(cmd: list[str], nice: int) -> list[str]:
-    """``cmd`` at a lower CPU priority: checks that wait on nothing yield to the critical path."""
-    return ["nice", "-n", str(nice), *cmd] if nice and shutil.which("nice") else cmd
-
-
-def snakemake(workdir: Path, *args: str, nice: int = 0) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """Run Snakemake on ``workdir``; it must succeed."""
     proc = subprocess.run(
-        niced(snakemake_cmd(workdir, *args), nice), capture_output=True, text=True, check=False
+        snakemake_cmd(workdir, *args), capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -107,37 +97,14 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> list[Job]:
     return jobs
 
 
-class Background:
-    """``steps`` run one after another in a thread; ``result()`` waits and re-raises errors."""
-
-    def __init__(self, steps: Callable[[], object]) -> None:
-        self.value: object = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(steps,), daemon=True)
-        self.thread.start()
-
-    def _run(self, steps: Callable[[], object]) -> None:
-        try:
-            self.value = steps()
-        except BaseException as exc:  # handed to the test that waits for it
-            self.error = exc
-
-    def result(self, timeout: float = 600) -> object:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "background workflow run timed out"
-        if self.error is not None:
-            raise self.error
-        return self.value
+# --- the runs ----------------------------------------------------------------------------------
 
 
-# --- the background jobs ---------------------------------------------------------------------
-
-
-def snakemake_all(workdir: Path, calls: dict[str, tuple[str, ...]], nice: int = 0) -> dict:
+def snakemake_all(workdir: Path, calls: dict[str, tuple[str, ...]]) -> dict:
     """Several Snakemake calls on ``workdir`` at once (name -> arguments); their results."""
     procs = {
         name: subprocess.Popen(
-            niced(snakemake_cmd(workdir, *args), nice),
+            snakemake_cmd(workdir, *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -164,13 +131,12 @@ def e2e_steps() -> tuple[Path, dict]:
     return workdir, after
 
 
-# the end-to-end run is the suite's critical path; the dry runs give way to it
-NICE = 10
 # runs of the rerun matrix: each one's change after the first (touched) state, by run id
 MATRIX_CHANGES = {
     "same": {},
     "train_key": {"train": {"epochs": 3}},
     "plot_key": {"viz": {"dpi": 41}},
+    "umap_key": {"viz": {"min_dist": 0.3}},
     "eval_key": {"eval": {"n_neighbors": 5}},
     "source": {"data": {"source": "tiny2.h5ad"}},
 }
@@ -201,12 +167,12 @@ def matrix_steps() -> tuple[Path, subprocess.CompletedProcess]:
     # --forceall: every job is touched in order (later outputs newer) and records its metadata
     runs_file = str(workdir / "runs.yaml")
     touch = ("--touch", "--forceall", "--cores", "1")
-    snakemake(workdir, "--configfile", runs_file, *touch, nice=NICE)
+    snakemake(workdir, "--configfile", runs_file, *touch)
 
     (workdir / "runs.yaml").write_text(yaml.safe_dump({"runs": MATRIX_CHANGES}))
     # gpu_vram_gb <= 4 keeps the default batch size, a train key, as it was (128)
     write_profile(workdir, annotation_threads=3, max_ram_usage_gb=3.0, gpu_vram_gb=4.0)
-    plan = snakemake(workdir, "--configfile", runs_file, "-n", "--cores", "8", nice=NICE)
+    plan = snakemake(workdir, "--configfile", runs_file, "-n", "--cores", "8")
     return workdir, plan
 
 
@@ -215,15 +181,4 @@ def fresh_steps() -> tuple[Path, dict]:
     graph and the SLURM dry run are checked by .ci/run, outside the 30 s suite."""
     workdir = Path(tempfile.mkdtemp(prefix="cellvae-fresh-"))
     write_tiny_workdir(workdir, annotation_threads=1, max_ram_usage_gb=2.0, gpu_vram_gb=0.0)
-    return workdir, snakemake_all(workdir, {"plan": ("-n", "--cores", "4")}, nice=NICE)
-
-
-# fixture name -> the background job it waits for
-BACKGROUND = {"e2e_run": e2e_steps, "rerun_matrix": matrix_steps, "fresh_folder": fresh_steps}
-
-
-def start_background(config: pytest.Config, names: set[str]) -> None:
-    """Start the background jobs of the fixtures ``names`` that have not started yet."""
-    started = config.stash.setdefault(BACKGROUND_KEY, {})
-    for name in sorted(names & set(BACKGROUND) - set(started)):
-        started[name] = Background(BACKGROUND[name])
+    return workdir, snakemake_all(workdir, {"plan": ("-n", "--cores", "4")})
