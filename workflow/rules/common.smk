@@ -7,11 +7,13 @@ import json
 import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from src.app.config import (
     SOURCE_PBMC3K,
@@ -148,8 +150,14 @@ def final_outputs():
 
 # --- the job's command and what reruns it -------------------------------------------------------
 
+# jobs run the Python that runs Snakemake (the project's environment), or with `--sdm conda` the
+# `python` of the rule's conda environment
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if CONDA else shlex.quote(sys.executable)
+
+
 def cli(wildcards, threads):
-    """``python -m src.app.cli --config FILE`` for a job, after its run's APP__ overrides.
+    """``PYTHON -m src.app.cli --config FILE`` for a job, after its run's APP__ overrides.
 
     Naming ``threads`` makes Snakemake treat this param as derived from the job, so it is not
     recorded: the config file's name is not a result, and override changes reach each stage
@@ -158,7 +166,7 @@ def cli(wildcards, threads):
         f"{name}={shlex.quote(value)}"
         for name, value in RUN_ENV[run_id_of(wildcards)].items()
     )
-    return f"{env} python -m src.app.cli --config {shlex.quote(APP_CONFIG)}".strip()
+    return f"{env} {PYTHON} -m src.app.cli --config {shlex.quote(APP_CONFIG)}".strip()
 
 
 def config_keys(*keys):

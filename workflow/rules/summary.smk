@@ -19,5 +19,7 @@ rule summary:
     threads: threads_for("summary")
     resources:
         **resources_for("summary"),
+    params:
+        python=PYTHON,
     shell:
-        "python {input.script} --output {output} {input.metrics} > {log} 2>&1"
+        "{params.python} {input.script} --output {output} {input.metrics} > {log} 2>&1"
