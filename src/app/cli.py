@@ -166,63 +166,63 @@ def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> 
     return written
 
 
-def _pick(value: str | None, default: Path) -> Path:
-    return Path(value) if value else default
+PATH_OPTIONS = ("input", "output", "model_dir", "latent", "embedded", "metrics", "annotated")
 
 
-def _run_stage(args: argparse.Namespace, cfg, layout: RunLayout, profile) -> None:
-    """One stage command of the workflow, with explicit paths (defaults: the run layout)."""
+def _run_stage(command: str, cfg, layout: RunLayout, profile, **paths: str | Path | None) -> None:
+    """One stage with explicit ``paths`` (the path options by name); a path left out or None
+    takes its place in the run layout."""
     from src.app import stages
 
-    pick = _pick
-    command = args.command
+    def pick(name: str, default: Path) -> Path:
+        return Path(paths[name]) if paths.get(name) else default
+
+    model_dir = pick("model_dir", layout.model_dir)
     if command == "write-config":
-        write_config(cfg, pick(args.output, layout.config_used))
+        write_config(cfg, pick("output", layout.config_used))
     elif command == "download":
-        stages.download(cfg, output=pick(args.output, raw_path(cfg)), profile=profile)
+        stages.download(cfg, output=pick("output", raw_path(cfg)), profile=profile)
     elif command == "preprocess":
-        stages.preprocess(
-            cfg,
-            input=pick(args.input, raw_path(cfg)),
-            output=pick(args.output, layout.preprocessed),
-            profile=profile,
-        )
+        raw, out = pick("input", raw_path(cfg)), pick("output", layout.preprocessed)
+        stages.preprocess(cfg, input=raw, output=out, profile=profile)
+    elif command == "train":
+        data = pick("input", layout.preprocessed)
+        stages.train(cfg, input=data, model_dir=model_dir, profile=profile)
     elif command == "embed":
         stages.embed(
             cfg,
-            model_dir=pick(args.model_dir, layout.model_dir),
-            input=pick(args.input, layout.preprocessed),
-            latent=pick(args.latent, layout.latent),
-            output=pick(args.output, layout.embedded),
+            model_dir=model_dir,
+            input=pick("input", layout.preprocessed),
+            latent=pick("latent", layout.latent),
+            output=pick("output", layout.embedded),
             profile=profile,
         )
     elif command == "evaluate":
         stages.evaluate(
             cfg,
-            input=pick(args.input, layout.preprocessed),
-            embedded=pick(args.embedded, layout.embedded),
-            output=pick(args.output, layout.metrics),
-            annotated=pick(args.annotated, layout.annotated),
+            input=pick("input", layout.preprocessed),
+            embedded=pick("embedded", layout.embedded),
+            output=pick("output", layout.metrics),
+            annotated=pick("annotated", layout.annotated),
             profile=profile,
         )
     elif command == "plot":
         stages.plot(
             cfg,
-            input=pick(args.input, layout.annotated),
-            metrics=pick(args.metrics, layout.metrics),
-            model_dir=pick(args.model_dir, layout.model_dir),
-            output=pick(args.output, layout.figures),
+            input=pick("input", layout.annotated),
+            metrics=pick("metrics", layout.metrics),
+            model_dir=model_dir,
+            output=pick("output", layout.figures),
         )
 
 
 def _run_user(args: argparse.Namespace, command: str, cfg, layout: RunLayout, profile) -> None:
     """``train``, ``eval``, ``viz`` or ``pipeline`` on the run layout (``--dry_run``: pipeline on
-    synthetic data); ``train --input`` starts from a preprocessed file."""
+    synthetic data); ``train --input`` starts from a preprocessed file, ``--model_dir`` names the
+    checkpoint, ``--output`` the metrics of ``eval`` or the figures folder of ``viz``."""
     from src.app import stages
 
-    pick = _pick
-    preprocessed = pick(args.input, layout.preprocessed)
-    model_dir = pick(args.model_dir, layout.model_dir)
+    steps: list[tuple[str, dict]] = []
     if command in ("train", "pipeline") and not args.input:
         raw = layout.root / "raw.h5ad" if args.dry_run else raw_path(cfg)
         if args.dry_run:
@@ -230,35 +230,17 @@ def _run_user(args: argparse.Namespace, command: str, cfg, layout: RunLayout, pr
 
             stages._write_h5ad(synthetic_counts(seed=cfg.seed), raw, profile)
         elif not raw.exists():
-            stages.download(cfg, output=raw, profile=profile)
-        stages.preprocess(cfg, input=raw, output=layout.preprocessed, profile=profile)
+            steps.append(("download", {"output": raw}))
+        steps.append(("preprocess", {"input": raw}))
+    data, model_dir = {"input": args.input}, {"model_dir": args.model_dir}
     if command in ("train", "pipeline"):
-        stages.train(cfg, input=preprocessed, model_dir=model_dir, profile=profile)
-        stages.embed(
-            cfg,
-            model_dir=model_dir,
-            input=preprocessed,
-            latent=layout.latent,
-            output=layout.embedded,
-            profile=profile,
-        )
+        steps += [("train", {**data, **model_dir}), ("embed", {**data, **model_dir})]
     if command in ("eval", "pipeline"):
-        stages.evaluate(
-            cfg,
-            input=preprocessed,
-            embedded=layout.embedded,
-            output=pick(args.output, layout.metrics) if command == "eval" else layout.metrics,
-            annotated=layout.annotated,
-            profile=profile,
-        )
+        steps.append(("evaluate", {**data, "output": args.output if command == "eval" else None}))
     if command in ("viz", "pipeline"):
-        stages.plot(
-            cfg,
-            input=layout.annotated,
-            metrics=layout.metrics,
-            model_dir=model_dir,
-            output=pick(args.output, layout.figures) if command == "viz" else layout.figures,
-        )
+        steps.append(("plot", {**model_dir, "output": args.output if command == "viz" else None}))
+    for stage, paths in steps:
+        _run_stage(stage, cfg, layout, profile, **paths)
     write_config(cfg, layout.config_used)
 
 
@@ -278,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     if command in USER_COMMANDS:
         _run_user(args, command, cfg, layout, profile)
     else:
-        _run_stage(args, cfg, layout, profile)
+        _run_stage(command, cfg, layout, profile, **{k: getattr(args, k) for k in PATH_OPTIONS})
     return 0
 
 

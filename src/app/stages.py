@@ -137,7 +137,9 @@ def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
                     [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
                 )
     except (OSError, KeyError) as exc:
-        raise DataError(f"could not read the embedding {path}: {exc}; run the embed stage first") from None
+        raise DataError(
+            f"could not read the embedding {path}: {exc}; run the embed stage first"
+        ) from None
     return latent, obs, head
 
 
@@ -184,7 +186,13 @@ def evaluate(
     if cfg.baseline.method != "none":
         expression = _read_element(input, "X", "the expression matrix .X", "preprocess")
     evaluation = evaluate_run(
-        latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
+        latent,
+        obs,
+        cfg,
+        expression=expression,
+        head=head,
+        max_bytes=dense_budget(profile),
+        n_jobs=profile.annotation_threads if profile is not None else 1,
     )
     added = annotations(latent, obs, evaluation, cfg)
     with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:

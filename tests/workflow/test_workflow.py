@@ -39,7 +39,9 @@ def test_dry_run_plans_every_stage_within_the_machine_profile(fresh_folder):
     assert {"train.py", "model/train_loop.py", "model/nn.py", "model_adapter.py"} <= inputs["train"]
     assert {"eval.py", "evaluate/classify.py", "evaluate/baseline.py"} <= inputs["evaluate"]
     # editing evaluation or plotting code never retrains or re-embeds; plot reads and draws
-    later = {path for path in inputs["evaluate"] | inputs["plot"] if "evaluate" in path or "plot" in path}
+    later = {
+        path for path in inputs["evaluate"] | inputs["plot"] if "evaluate" in path or "plot" in path
+    }
     assert later and not later & (inputs["train"] | inputs["embed"])
     assert not any(path.startswith(("model", "evaluate", "data")) for path in inputs["plot"])
     assert not any(path.startswith("model") for path in inputs["evaluate"])

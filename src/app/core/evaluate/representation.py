@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from src.app.config import EvalConfig
-from src.app.core.data.graph import knn_graph, nearest_neighbours
+from src.app.core.data.graph import knn_graph
 from src.app.core.data.labels import label_codes
 from src.app.core.evaluate.classify import METHODS, out_of_fold_proba, transfer_proba
 from src.app.core.evaluate.label_efficiency import label_efficiency
@@ -99,6 +99,77 @@ def transfer(
     return out, predictions
 
 
+def evaluate_key(
+    rep: np.ndarray,
+    codes: np.ndarray,
+    classes: list[str],
+    cfg: EvalConfig,
+    *,
+    seed: int,
+    visible: np.ndarray,
+    graph: Any,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """One label key on one representation: its ``labels`` entry (cross-validated and
+    ``from_visible``), ``label_efficiency`` curve, ``latent_quality`` and the ``from_visible``
+    class probabilities of every cell by method. ``graph``: label propagation's kNN graph."""
+    fits: dict = {}  # the visible draw is also a draw of the curve: each fit once
+    entry = cross_validated(rep, codes, classes, cfg, seed=seed)
+    entry["from_visible"], predictions = transfer(
+        rep, codes, classes, visible, cfg, seed=seed, fits=fits
+    )
+    curve = label_efficiency(rep, codes, classes, cfg, seed=seed, graph=graph, fits=fits)
+    return entry, curve, latent_quality(rep, codes, seed=seed), predictions
+
+
+def evaluate_representations(
+    reps: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    obs: pd.DataFrame,
+    cfg: EvalConfig,
+    *,
+    seed: int,
+    visible: np.ndarray,
+    n_jobs: int = 1,
+) -> dict[str, tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]]:
+    """:func:`evaluate_representation` for each ``name -> (rep, neighbours or None)``, the
+    (representation, label key) pairs spread over ``n_jobs`` processes (joblib; 1: in this
+    process), widest representation first so the longest tasks start first."""
+    labels = {key: labelled(obs, key) for key in cfg.label_keys}
+    graphs = {}
+    for name, (rep, neighbours) in reps.items():
+        if rep.shape[0] != len(obs):
+            raise DataError(f"{name} has {rep.shape[0]} rows but the data has {len(obs)} cells")
+        # shared by every draw's propagation
+        graphs[name] = knn_graph(rep, n_neighbors=cfg.propagation_neighbors, neighbours=neighbours)
+    tasks = sorted(
+        ((name, key) for name in reps for key in cfg.label_keys),
+        key=lambda task: -reps[task[0]][0].shape[1],
+    )
+    args = [(reps[name][0], *labels[key], cfg) for name, key in tasks]
+    kwargs = [{"seed": seed, "visible": visible, "graph": graphs[name]} for name, _ in tasks]
+    if n_jobs > 1 and len(tasks) > 1:
+        from joblib import Parallel, delayed
+
+        done = Parallel(n_jobs=min(n_jobs, len(tasks)))(
+            delayed(evaluate_key)(*a, **k) for a, k in zip(args, kwargs, strict=True)
+        )
+    else:
+        done = [evaluate_key(*a, **k) for a, k in zip(args, kwargs, strict=True)]
+    out = {
+        name: ({"labels": {}, "label_efficiency": {}, "latent_quality": {}}, {}) for name in reps
+    }
+    for (name, key), (entry, curve, quality, predictions) in zip(tasks, done, strict=True):
+        scores, by_key = out[name]
+        scores["labels"][key] = entry
+        scores["label_efficiency"][key] = curve
+        scores["latent_quality"][key] = quality
+        by_key[key] = predictions
+    # keys in config order, whatever order the tasks finished in
+    return {
+        name: ({s: {k: v[k] for k in cfg.label_keys} for s, v in scores.items()}, preds)
+        for name, (scores, preds) in out.items()
+    }
+
+
 def evaluate_representation(
     rep: np.ndarray,
     obs: pd.DataFrame,
@@ -113,24 +184,7 @@ def evaluate_representation(
     and the ``from_visible`` class probabilities of every cell by key and method.
     ``neighbours``: the indices of :func:`nearest_neighbours` of ``rep`` when already searched.
     """
-    if rep.shape[0] != len(obs):
-        raise DataError(f"latent has {rep.shape[0]} rows but the data has {len(obs)} cells")
-    if neighbours is None:
-        neighbours, _ = nearest_neighbours(rep, n_neighbors=cfg.propagation_neighbors)
-    # shared by every draw's propagation
-    graph = knn_graph(rep, n_neighbors=cfg.propagation_neighbors, neighbours=neighbours)
-    out: dict[str, Any] = {"labels": {}, "label_efficiency": {}, "latent_quality": {}}
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    for key in cfg.label_keys:
-        codes, classes = labelled(obs, key)
-        fits: dict = {}  # the visible draw is also a draw of the curve: each fit once
-        entry = cross_validated(rep, codes, classes, cfg, seed=seed)
-        entry["from_visible"], predictions[key] = transfer(
-            rep, codes, classes, visible, cfg, seed=seed, fits=fits
-        )
-        out["labels"][key] = entry
-        out["label_efficiency"][key] = label_efficiency(
-            rep, codes, classes, cfg, seed=seed, graph=graph, fits=fits
-        )
-        out["latent_quality"][key] = latent_quality(rep, codes, seed=seed)
-    return out, predictions
+    reps = {"the representation": (rep, neighbours)}
+    return evaluate_representations(reps, obs, cfg, seed=seed, visible=visible)[
+        "the representation"
+    ]

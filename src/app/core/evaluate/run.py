@@ -21,7 +21,7 @@ from src.app.core.evaluate.label_efficiency import curve_point, fraction_key
 from src.app.core.evaluate.metrics import classification_metrics
 from src.app.core.evaluate.representation import (
     cross_validated,
-    evaluate_representation,
+    evaluate_representations,
     labelled,
 )
 from src.app.errors import DataError
@@ -127,6 +127,7 @@ def evaluate_run(
     expression: Any = None,
     head: tuple[str, np.ndarray, list[str]] | None = None,
     max_bytes: float | None = None,
+    n_jobs: int = 1,
 ) -> Evaluation:
     """The metrics.json of a run: the latent's metrics (top level), the classifier head's
     (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
@@ -134,28 +135,31 @@ def evaluate_run(
 
     ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
     the classifier head's ``(label key, class probabilities, class names)``; ``max_bytes``: the
-    most a dense copy of ``expression`` may take (see :func:`pca_representation`).
+    most a dense copy of ``expression`` may take (see :func:`pca_representation`); ``n_jobs``:
+    processes for the classifier fits (:func:`evaluate_representations`).
     """
     seed = cfg.seed
     visible = visible_cells(obs, cfg)
     # one neighbour search of the latent: label propagation and the UMAP slice it
     k = max(cfg.eval.propagation_neighbors, cfg.viz.n_neighbors - 1)
     neighbours = nearest_neighbours(latent, n_neighbors=k)
-    vae, predictions = evaluate_representation(
-        latent, obs, cfg.eval, seed=seed, visible=visible, neighbours=neighbours[0]
-    )
-    first = vae["labels"][cfg.eval.label_keys[0]]["knn"]
-    metrics: dict[str, Any] = {"accuracy": first["accuracy"], "f1_macro": first["f1_macro"]}
-    if head is not None:
-        metrics["joint_f1_macro"] = _with_head(vae, obs, cfg, head, visible)
-    baseline, pca = None, None
+    reps = {"vae": (latent, neighbours[0])}
+    pca = None
     if cfg.baseline.method == "pca":
         if expression is None:
             raise DataError("the PCA baseline needs the expression matrix (baseline.method: pca)")
         pca = pca_representation(expression, cfg.baseline, seed=seed, max_bytes=max_bytes)
-        scores, _ = evaluate_representation(pca, obs, cfg.eval, seed=seed, visible=visible)
+        reps["pca"] = (pca, None)
+    done = evaluate_representations(reps, obs, cfg.eval, seed=seed, visible=visible, n_jobs=n_jobs)
+    vae, predictions = done["vae"]
+    first = vae["labels"][cfg.eval.label_keys[0]]["knn"]
+    metrics: dict[str, Any] = {"accuracy": first["accuracy"], "f1_macro": first["f1_macro"]}
+    if head is not None:
+        metrics["joint_f1_macro"] = _with_head(vae, obs, cfg, head, visible)
+    baseline = None
+    if pca is not None:
         baseline = {"method": "pca", "n_comps": int(pca.shape[1]), "scale": cfg.baseline.scale}
-        baseline.update(scores)
+        baseline.update(done["pca"][0])
         metrics["baseline_f1_macro"] = baseline["labels"][cfg.eval.label_keys[0]]["knn"]["f1_macro"]
     metrics["protocol"] = {
         **protocol(cfg.eval, seed=seed),

@@ -114,7 +114,12 @@ def umap_entries(
     neighbors = {
         "connectivities_key": "connectivities",
         "distances_key": "distances",
-        "params": {"n_neighbors": k + 1, "method": "umap", "random_state": seed, "use_rep": use_rep},
+        "params": {
+            "n_neighbors": k + 1,
+            "method": "umap",
+            "random_state": seed,
+            "use_rep": use_rep,
+        },
     }
     uns = {"neighbors": neighbors, "umap": {"params": {"a": float(a), "b": float(b)}}}
     return {"X_umap": coords}, {"connectivities": graph, "distances": distances}, uns
