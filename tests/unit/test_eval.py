@@ -171,3 +171,65 @@ def test_label_propagation_has_its_own_graph_size(cells):
     curve = {k: r["label_efficiency"]["coarse"] for k, r in runs.items()}
     assert curve[3]["knn"] == curve[40]["knn"]
     assert curve[3]["label_propagation"] != curve[40]["label_propagation"]
+
+
+@pytest.mark.slow
+def test_fits_in_worker_processes_give_the_same_metrics(cells):
+    """n_jobs > 1 spreads the (representation, label key) fits over processes: the metrics and
+    predictions are those of one process, keys in config order."""
+    latent, expression, obs = cells
+    cfg = run_config()
+    one = evaluate_run(latent, obs, cfg, expression=expression)
+    two = evaluate_run(latent, obs, cfg, expression=expression, n_jobs=2)
+    assert json.dumps(one.metrics) == json.dumps(two.metrics)
+    for key, methods in one.predictions.items():
+        for method, proba in methods.items():
+            np.testing.assert_array_equal(proba, two.predictions[key][method])
+
+
+@pytest.mark.slow
+def test_annotations_reuse_the_evaluation(cells):
+    """annotated.h5ad's predictions are the ``from_visible`` fits that metrics.json scores, its
+    UMAP graph is scanpy's layout of neighbours, and the labels become sorted categoricals
+    (slow: umap-learn compiles its layout, about 2 s per process)."""
+    from src.app.core.eval import annotations
+
+    latent, expression, obs = cells
+    cfg = run_config()
+    evaluation = evaluate_run(latent, obs, cfg, expression=expression)
+    added = annotations(latent, obs, evaluation, cfg)
+    proba = evaluation.predictions["coarse"]["knn"]
+    predicted = np.asarray(added.obs["predicted_coarse_knn"])
+    assert list(predicted) == list(NAMES[proba.argmax(axis=1)])
+    hidden = ~evaluation.visible & obs["coarse"].notna().to_numpy()
+    codes = pd.Categorical(obs["coarse"], categories=list(NAMES)).codes
+    accuracy = np.mean(proba.argmax(axis=1)[hidden] == codes[hidden])
+    knn = evaluation.metrics["labels"]["coarse"]["from_visible"]["knn"]
+    assert accuracy == pytest.approx(knn["accuracy"])
+    assert added.obsm["X_umap"].shape == (len(obs), 2)
+    graph = added.obsp["connectivities"]
+    assert (graph != graph.T).nnz == 0  # symmetric fuzzy union
+    assert added.uns["neighbors"]["params"]["n_neighbors"] == cfg.viz.n_neighbors
+    assert list(added.obs["coarse"].categories) == list(NAMES)
+    assert json.loads(added.uns["metrics"])["f1_macro"] == evaluation.metrics["f1_macro"]
+
+
+@pytest.mark.slow
+def test_umap_graph_is_umap_learns():
+    """The NumPy fuzzy simplicial set equals umap-learn's own (which numba compiles per process,
+    about 6 s: hence slow)."""
+    from umap.umap_ import fuzzy_simplicial_set
+
+    from src.app.core.data.graph import nearest_neighbours
+    from src.app.core.evaluate.umap import fuzzy_graph
+
+    points, _ = blobs([60, 40, 30], dim=5)
+    idx, dist = nearest_neighbours(points, n_neighbors=14)
+    ours, _ = fuzzy_graph(idx, dist)
+    rows = np.arange(len(points))[:, None]
+    theirs, _, _ = fuzzy_simplicial_set(
+        points, 15, 0, "euclidean",
+        knn_indices=np.hstack([rows, idx]),
+        knn_dists=np.hstack([np.zeros_like(rows, dtype=float), dist]).astype(np.float32),
+    )  # fmt: skip
+    assert abs(theirs.tocsr() - ours).max() < 1e-5

@@ -5,7 +5,6 @@ an old version, which must survive untouched)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -13,23 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from src.app.cli import main
 from src.app.core.data.preprocess import COUNTS_LAYER
 from src.app.machine import Runtime
-from tests.conftest import profile_dict
+from tests.unit.conftest import RUN, fails
 
-RUN = {
-    "run_id": "rel",
-    "data": {"labels": None},
-    "preprocess": {"min_genes": 0, "min_cells": 0, "max_genes": 10**6, "max_pct_mito": 100.0},
-    "model": {"latent_dim": 4, "hidden_dims": [16]},
-    "train": {"epochs": 1, "batch_size": 32},
-}
 # anndata and scanpy warn about what the cases do on purpose (duplicated names, tiny data)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-OLD = ("raw.h5ad", "pre.h5ad", "latent.npy", "emb.h5ad", "model/weights.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -49,42 +39,6 @@ def good(tmp_path_factory):
     cfg = config_from_dict(RUN)
     run_training(cfg, data_path=root / "pre.h5ad", model_dir=root / "model", runtime=runtime)
     return {"raw": raw, "pre": pre, "model": root / "model"}
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    """``tmp_path`` with a run config, a machine profile and ``out/`` holding old outputs."""
-    (tmp_path / "config.yml").write_text(yaml.safe_dump(profile_dict(annotation_threads=1)))
-    paths = {name: str(tmp_path / name) for name in ("resources", "results", "logs")}
-    paths["machine_profile"] = str(tmp_path / "config.yml")
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump({**RUN, "paths": paths}))
-    (tmp_path / "out" / "model").mkdir(parents=True)
-    for name in OLD:
-        (tmp_path / "out" / name).write_bytes(b"old")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    return {
-        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino)
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def fails(work: Path, argv: list[str], match: str, capsys, env: dict | None = None) -> None:
-    """``argv`` (with ``env``) exits 2 with one ``error:`` line matching ``match`` and leaves
-    every file under ``work`` as it was."""
-    before = snapshot(work)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in (env or {}).items():
-            patch.setenv(name, value)
-        assert main(["--config", str(work / "run.yaml"), *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: "), err
-    assert err.count("\n") == 1, err  # one line, no traceback
-    assert re.search(match, err), err
-    assert snapshot(work) == before
 
 
 def changed(change: Callable) -> Callable:
@@ -299,90 +253,3 @@ def test_embed_refuses_a_checkpoint_that_does_not_fit(case, good, work, capsys):
     argv = ["embed", "--model_dir", "model", "--input", "pre.h5ad"]
     argv += ["--latent", "out/latent.npy", "--output", "out/emb.h5ad"]
     fails(work, argv, match, capsys)
-
-
-CONFIG_CASES = {
-    "unknown key": ({"APP__TRAIN__EPOCS": "3"}, r"config key 'train\.epocs': unknown key"),
-    "wrong type": ({"APP__TRAIN__LR": "fast"}, r"'train\.lr': must be a number, got 'fast'"),
-    "negative epochs": ({"APP__TRAIN__EPOCHS": "-1"}, r"'train\.epochs': must be >= 1"),
-    "latent_dim 0": ({"APP__MODEL__LATENT_DIM": "0"}, r"'model\.latent_dim': must be >= 1"),
-    "dropout 1": ({"APP__MODEL__DROPOUT": "1.0"}, r"'model\.dropout': must be in \[0, 1\)"),
-    "override not YAML": ({"APP__TRAIN__EPOCHS": "[1"}, r"APP__TRAIN__EPOCHS: value is not valid"),
-    "run_id escapes": ({"APP__RUN_ID": "../x"}, r"'run_id': '\.\./x' must use only"),
-}
-
-
-@pytest.mark.parametrize("case", CONFIG_CASES)
-def test_bad_config_fails_before_any_output(case, work, capsys):
-    env, match = CONFIG_CASES[case]
-    fails(work, ["train"], match, capsys, env)
-
-
-PROFILE_CASES = {
-    "not YAML": ("os_name: [linux\n", r"config\.yml is not valid YAML.*generate_config\.sh"),
-    "not a mapping": ("- 1\n", r"must hold a mapping.*generate_config\.sh"),
-    "a key missing": (None, r"lacks key\(s\) gpu_vram_gb; regenerate it"),
-    "a value out of range": ("max_ram_usage_gb: -1", r"'max_ram_usage_gb': value -1"),
-}
-
-
-@pytest.mark.parametrize("case", PROFILE_CASES)
-def test_bad_machine_profile_says_how_to_regenerate(case, work, capsys):
-    text, match = PROFILE_CASES[case]
-    profile = profile_dict()
-    if text is None:
-        del profile["gpu_vram_gb"]
-    elif text.startswith("max_ram"):
-        profile["max_ram_usage_gb"] = -1
-    if text is None or text.startswith("max_ram"):
-        text = yaml.safe_dump(profile)
-    (work / "config.yml").write_text(text)
-    fails(work, ["train", "--output_dir", "out"], match, capsys)
-
-
-def test_unwritable_output_fails_before_any_work(work, capsys, monkeypatch):
-    """Nothing is downloaded, read or created when an output folder cannot be written."""
-    env = {"APP__DATA__SOURCE": str(work / "missing.h5ad")}
-    fails(work, ["train", "--output_dir", "out/raw.h5ad/run"], r"out/raw\.h5ad is not a folder", capsys, env)  # fmt: skip
-    writable = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: Path(p).name != "out" and writable(p, mode))
-    fails(work, ["download", "--output", "out/new.h5ad"], r"folder .*out is not writable", capsys, env)  # fmt: skip
-    assert not (work / "resources").exists()
-
-
-def test_nothing_unpickles_user_files():
-    """Checkpoints are safetensors + JSON, arrays are read with allow_pickle=False: no code path
-    can run a pickle from a file."""
-    root = Path(__file__).resolve().parents[2] / "src"
-    for path in root.rglob("*.py"):
-        text = path.read_text()
-        for needle in ("import pickle", "torch.load(", "allow_pickle=True", "joblib.load"):
-            assert needle not in text, f"{path}: {needle}"
-
-
-def test_atomic_writes_keep_the_old_file_on_failure_and_usual_permissions(tmp_path):
-    from src.app.io_utils import atomic_path, atomic_write_text
-
-    target = tmp_path / "metrics.json"
-    atomic_write_text(target, "old")
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0o600
-
-    def interrupted() -> None:
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        interrupted()
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
-
-
-def test_debug_shows_the_traceback(work, monkeypatch):
-    from src.app.errors import ConfigError
-
-    monkeypatch.setenv("APP__TRAIN__EPOCHS", "-1")
-    with pytest.raises(ConfigError, match=r"train\.epochs"):
-        main(["--config", str(work / "run.yaml"), "--debug", "train"])
