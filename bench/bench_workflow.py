@@ -61,7 +61,9 @@ def run_workflow(data: Path, cores: int) -> dict[str, Any]:
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"bench: the workflow failed (exit status {proc.returncode})")
-    source = data.stem
+    from src.app.core.data.download import source_name
+
+    source = source_name(str(data.resolve()))
     result = {"seconds": seconds, "stages": stage_seconds(run_id, source)}
     metrics = json.loads((ROOT / "results" / run_id / "metrics.json").read_text())
     result["f1_macro"] = metrics["f1_macro"]

@@ -186,13 +186,7 @@ def evaluate(
     if cfg.baseline.method != "none":
         expression = _read_element(input, "X", "the expression matrix .X", "preprocess")
     evaluation = evaluate_run(
-        latent,
-        obs,
-        cfg,
-        expression=expression,
-        head=head,
-        max_bytes=dense_budget(profile),
-        n_jobs=profile.annotation_threads if profile is not None else 1,
+        latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
     )
     added = annotations(latent, obs, evaluation, cfg)
     with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:

@@ -174,20 +174,6 @@ def test_label_propagation_has_its_own_graph_size(cells):
 
 
 @pytest.mark.slow
-def test_fits_in_worker_processes_give_the_same_metrics(cells):
-    """n_jobs > 1 spreads the (representation, label key) fits over processes: the metrics and
-    predictions are those of one process, keys in config order."""
-    latent, expression, obs = cells
-    cfg = run_config()
-    one = evaluate_run(latent, obs, cfg, expression=expression)
-    two = evaluate_run(latent, obs, cfg, expression=expression, n_jobs=2)
-    assert json.dumps(one.metrics) == json.dumps(two.metrics)
-    for key, methods in one.predictions.items():
-        for method, proba in methods.items():
-            np.testing.assert_array_equal(proba, two.predictions[key][method])
-
-
-@pytest.mark.slow
 def test_annotations_reuse_the_evaluation(cells):
     """annotated.h5ad's predictions are the ``from_visible`` fits that metrics.json scores, its
     UMAP graph is scanpy's layout of neighbours, and the labels become sorted categoricals

@@ -127,7 +127,6 @@ def evaluate_run(
     expression: Any = None,
     head: tuple[str, np.ndarray, list[str]] | None = None,
     max_bytes: float | None = None,
-    n_jobs: int = 1,
 ) -> Evaluation:
     """The metrics.json of a run: the latent's metrics (top level), the classifier head's
     (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
@@ -135,8 +134,7 @@ def evaluate_run(
 
     ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
     the classifier head's ``(label key, class probabilities, class names)``; ``max_bytes``: the
-    most a dense copy of ``expression`` may take (see :func:`pca_representation`); ``n_jobs``:
-    processes for the classifier fits (:func:`evaluate_representations`).
+    most a dense copy of ``expression`` may take (see :func:`pca_representation`).
     """
     seed = cfg.seed
     visible = visible_cells(obs, cfg)
@@ -150,7 +148,7 @@ def evaluate_run(
             raise DataError("the PCA baseline needs the expression matrix (baseline.method: pca)")
         pca = pca_representation(expression, cfg.baseline, seed=seed, max_bytes=max_bytes)
         reps["pca"] = (pca, None)
-    done = evaluate_representations(reps, obs, cfg.eval, seed=seed, visible=visible, n_jobs=n_jobs)
+    done = evaluate_representations(reps, obs, cfg.eval, seed=seed, visible=visible)
     vae, predictions = done["vae"]
     first = vae["labels"][cfg.eval.label_keys[0]]["knn"]
     metrics: dict[str, Any] = {"accuracy": first["accuracy"], "f1_macro": first["f1_macro"]}
