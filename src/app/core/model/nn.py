@@ -122,7 +122,11 @@ class VAE(nn.Module):
 
     def inference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (n, g) -> latent mean and log-variance, each (n, d)."""
-        h = self.encoder(self.standardized(x))
+        return self._encode(self.standardized(x))
+
+    def _encode(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The standardised input xs (n, g) -> latent mean and log-variance, each (n, d)."""
+        h = self.encoder(xs)
         return self.z_mean(h), self.z_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
@@ -130,19 +134,27 @@ class VAE(nn.Module):
         return self.classifier(z)
 
     def log_likelihood(
-        self, z: torch.Tensor, target: torch.Tensor, library: torch.Tensor
+        self,
+        z: torch.Tensor,
+        target: torch.Tensor,
+        library: torch.Tensor,
+        *,
+        standardized_target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-cell log-likelihood (n,) of ``target`` (n, g) given z (n, d).
 
         ``library`` (n, 1) is the log of each cell's total counts (count likelihoods only). For
         count likelihoods the constant ``-sum log(x!)`` is left out; the caller adds it.
+        ``standardized_target``: the gaussian's target already standardised, where the caller
+        has it (the encoder input).
         """
         h = self.decoder(z)
         out = self.x_out(h).float()
         zero = torch.zeros((), device=target.device)
         if self.cfg.likelihood == "gaussian":
             log_var = self.log_var.float().clamp(min=GAUSSIAN_LOGVAR_MIN)
-            sq = (out - self.standardized(target)).pow(2)
+            goal = standardized_target
+            sq = (out - (self.standardized(target) if goal is None else goal)).pow(2)
             return -0.5 * (sq / log_var.exp() + log_var + LOG_2PI).sum(-1)
         mu = torch.exp(F.log_softmax(out, dim=-1) + library)  # (n, g) expected counts
         if self.cfg.likelihood == "poisson":
@@ -167,10 +179,13 @@ class VAE(nn.Module):
         """Negative ELBO (reconstruction + weighted KL) plus the weighted cross-entropy of the
         classifier on labelled cells (``labels >= 0``, each weighted by ``label_weights``,
         default 1); every term a mean over the batch."""
-        mean, logvar = self.inference(x)
+        xs = self.standardized(x)
+        mean, logvar = self._encode(xs)
         mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        recon = -self.log_likelihood(z, target, library)  # (n,)
+        # the gaussian's target is the encoder input itself: standardised once
+        same = target is x
+        recon = -self.log_likelihood(z, target, library, standardized_target=xs if same else None)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)  # (n,)
         ce = torch.zeros((), device=x.device)
         if self.cfg.n_labels > 0:
