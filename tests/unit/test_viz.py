@@ -61,9 +61,14 @@ def test_colours_are_stable_per_category():
     assert len(set(category_colours(list("abcdefghijkl")).values())) == 12
 
 
-def test_viz_does_not_import_torch():
+def test_plot_only_draws_and_evaluation_needs_no_torch():
+    """The plot layer imports nothing that fits (no torch, scikit-learn or umap); evaluation and
+    the stages module import no torch."""
     code = (
-        "import sys, src.app.core.viz, src.app.core.eval, src.app.core.evaluate.annotate, src.app.stages; "
+        "import sys, src.app.core.viz, src.app.core.plot.run; "
+        "fitting = {'torch', 'sklearn', 'umap', 'scipy.sparse.linalg'} & set(sys.modules); "
+        "assert not fitting, fitting; "
+        "import src.app.core.eval, src.app.core.evaluate.annotate, src.app.stages; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
