@@ -110,6 +110,9 @@ def _read_element(path: str | Path, key: str, what: str, stage: str) -> Any:
     import anndata as ad
     import h5py
 
+    from src.app.core.data.h5ad import require_file
+
+    require_file(path, f"{stage} output", f"run the {stage} stage first")
     try:
         with h5py.File(path, "r") as f:
             return ad.io.read_elem(f[key])
@@ -125,6 +128,9 @@ def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
     import anndata as ad
     import h5py
 
+    from src.app.core.data.h5ad import require_file
+
+    require_file(path, "embed output", "run the embed stage first")
     try:
         with h5py.File(path, "r") as f:
             latent = np.asarray(f[f"obsm/{LATENT_KEY}"])
