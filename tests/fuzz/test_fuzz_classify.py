@@ -56,3 +56,27 @@ def test_blockwise_pca_keeps_the_dense_routes_distances(x, rows):
     scale = max(1.0, float(np.abs(dense).max()))
     gram = lambda r: r @ r.T  # noqa: E731
     np.testing.assert_allclose(gram(blockwise), gram(dense), atol=2e-3 * scale**2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cloud=labelled_clouds(), k=st.integers(1, 14))
+def test_umap_graph_is_a_symmetric_fuzzy_union_on_any_cloud(cloud, k):
+    """The UMAP membership graph from any neighbours (duplicates and ties included): finite
+    weights in (0, 1], symmetric, every cell joined to its nearest neighbour with weight 1, and
+    sigmas for which each cell's memberships sum to log2(k + 1) where the search converged."""
+    from src.app.core.data.graph import nearest_neighbours
+    from src.app.core.evaluate.umap import _sigmas, fuzzy_graph
+
+    points, _, _ = cloud
+    idx, dist = nearest_neighbours(points.astype(np.float64), n_neighbors=k)
+    graph, distances = fuzzy_graph(idx, dist)
+    weights = graph.toarray()
+    assert np.isfinite(weights).all()
+    assert ((weights >= 0) & (weights <= 1 + 1e-6)).all()
+    np.testing.assert_allclose(weights, weights.T, atol=1e-6)
+    rows = np.arange(len(points))
+    assert (weights[rows, idx[:, 0]] >= 1 - 1e-6).all()
+    assert distances.shape == graph.shape
+    rho, sigma = _sigmas(dist)
+    assert (sigma > 0).all()
+    assert (rho >= 0).all()

@@ -33,9 +33,9 @@ def _sigmas(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rho = np.where(np.isfinite(rho), rho, 0.0)
     lo, hi, mid = np.zeros(n), np.full(n, np.inf), np.ones(n)
     active = np.ones(n, dtype=bool)
-    shifted = dist - rho[:, None]
+    shifted = np.maximum(dist - rho[:, None], 0.0)  # a neighbour within rho counts 1
     for _ in range(SIGMA_SEARCH_STEPS):
-        psum = np.where(shifted > 0, np.exp(-shifted / mid[:, None]), 1.0).sum(axis=1)
+        psum = np.exp(-shifted / mid[:, None]).sum(axis=1)
         active &= np.abs(psum - target) >= SMOOTH_K_TOLERANCE
         if not active.any():
             break
@@ -58,8 +58,7 @@ def fuzzy_graph(idx: np.ndarray, dist: np.ndarray) -> tuple[Any, Any]:
 
     n, k = idx.shape
     rho, sigma = _sigmas(dist)
-    shifted = dist - rho[:, None]
-    weights = np.where(shifted > 0, np.exp(-shifted / sigma[:, None]), 1.0)
+    weights = np.exp(-np.maximum(dist - rho[:, None], 0.0) / sigma[:, None])
     rows = np.repeat(np.arange(n), k)
     member = sp.csr_matrix((weights.ravel(), (rows, idx.ravel())), shape=(n, n))
     both = member.multiply(member.T)
