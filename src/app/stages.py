@@ -194,7 +194,7 @@ def evaluate(
     evaluation = evaluate_run(
         latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
     )
-    added = annotations(latent, obs, evaluation, cfg)
+    added = annotations(latent, obs, evaluation, cfg, carried=tuple(cells.columns))
     with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:
         write_json(tmp_metrics, evaluation.metrics)
         write_with_additions(

@@ -137,8 +137,11 @@ class ModelAdapter:
                 "this model has no classifier head; train with annotation.label_key set"
             )
         _, proba = self.embed(batches)
-        labels = np.asarray(self.label_categories, dtype=object)[proba.argmax(1)]
-        return labels, proba
+        return self.label_names(proba), proba
+
+    def label_names(self, proba: np.ndarray) -> np.ndarray:
+        """The most probable class name (cells,) of the head's probabilities (cells, classes)."""
+        return np.asarray(self.label_categories, dtype=object)[proba.argmax(1)]
 
     def check_genes(self, gene_names: list[str]) -> None:
         """Fail with what differs when data genes do not match the checkpoint's."""

@@ -67,14 +67,20 @@ def _label_columns(
 
 
 def annotations(
-    latent: np.ndarray, obs: pd.DataFrame, evaluation: Evaluation, cfg: Config
+    latent: np.ndarray,
+    obs: pd.DataFrame,
+    evaluation: Evaluation,
+    cfg: Config,
+    *,
+    carried: tuple[str, ...] = (),
 ) -> Additions:
     """annotated.h5ad's additions to the preprocessed data: ``.obsm["X_vae"]`` and
     ``["X_umap"]`` (with scanpy's neighbour graph in ``.obsp`` and ``.uns``), ``.obsm["X_pca"]``
     (the baseline, unless ``baseline.method`` is none), ``.obs["label_visible"]``, for each key of
     ``eval.label_keys`` the columns of :func:`_label_columns`, and ``.uns["config"]`` /
     ``.uns["metrics"]`` as JSON text. ``obs``: the data's ``.obs`` joined with the embed stage's
-    columns (the head's predictions and ``label_visible``)."""
+    columns, which are named in ``carried`` (the head's predictions and confidence) and kept as
+    they are unless recast above."""
     out = Additions(obsm={LATENT_KEY: latent})
     idx, dist = evaluation.neighbours
     obsm, obsp, uns = umap_entries(latent, idx, dist, cfg.viz, seed=cfg.seed, use_rep=LATENT_KEY)
@@ -86,9 +92,8 @@ def annotations(
     out.obs[VISIBLE_KEY] = evaluation.visible
     for key in cfg.eval.label_keys:
         _label_columns(out, obs, key, evaluation.predictions.get(key, {}))
-    for column in obs.columns:
-        if column.startswith("predicted_") and column not in out.obs:
-            out.obs[column] = obs[column].to_numpy()  # the head's confidence
+    for column in carried:
+        out.obs.setdefault(column, obs[column].to_numpy())
     out.uns[CONFIG_UNS] = json.dumps(config_to_dict(cfg))
     out.uns[METRICS_UNS] = json.dumps(evaluation.metrics)
     return out

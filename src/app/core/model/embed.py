@@ -55,7 +55,7 @@ def run_embedding(
     uns: dict[str, Any] = {}
     if proba is not None:
         key = cfg.annotation.label_key
-        labels = np.asarray(model.label_categories, dtype=object)[proba.argmax(1)]
+        labels = model.label_names(proba)
         obs[predicted_key(key)] = pd.Categorical(labels, categories=model.label_categories)
         obs[confidence_key(key)] = proba.max(1).astype(np.float32)
         obs[VISIBLE_KEY] = data.label_visible
