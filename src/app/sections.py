@@ -39,9 +39,16 @@ class DataConfig:
         "pbmc3k_filtered_gene_bc_matrices.tar.gz"
     )
     labels: str | None = "resources/pbmc3k_labels.csv"
+    # an .obs column naming each cell's batch (sample, donor, run): a covariate of the model
+    batch_key: str | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.source.strip()), "data.source", "must not be empty")
+        _require(
+            self.batch_key is None or bool(self.batch_key.strip()),
+            "data.batch_key",
+            "must be null or a column name",
+        )
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def preprocess(
 
     raw = read_h5ad(input, what="raw data", hint="run the download stage first")
     check_raw_counts(raw, where=f"raw data {input}")
-    adata = run(raw, cfg.preprocess, seed=cfg.seed)
+    adata = run(raw, cfg.preprocess, seed=cfg.seed, batch_key=cfg.data.batch_key)
     if adata.n_obs < cfg.eval.n_folds:
         raise DataError(
             f"after QC only {adata.n_obs} cells remain; eval.n_folds={cfg.eval.n_folds}-fold "

@@ -31,8 +31,31 @@ def split_labels(n_cells: int, *, val_fraction: float, seed: int) -> np.ndarray:
     return split
 
 
-def preprocess(adata: ad.AnnData, cfg: PreprocessConfig, *, seed: int) -> ad.AnnData:
-    """QC, normalise, log1p and select highly variable genes.
+def batch_column(obs, batch_key: str, *, where: str):
+    """The batch of each cell (categorical strings), checked: the column exists and no cell
+    lacks a batch."""
+    import pandas as pd
+
+    if batch_key not in obs:
+        raise DataError(
+            f"data.batch_key '{batch_key}' is not a column of the {where}'s .obs; available: "
+            f"{sorted(map(str, obs.columns))}"
+        )
+    column = obs[batch_key]
+    missing = int(column.isna().sum())
+    if missing:
+        raise DataError(
+            f"data.batch_key '{batch_key}': {missing} of {len(column)} cells of the {where} "
+            "have no batch (NaN); give every cell a batch"
+        )
+    return pd.Categorical(column.astype(str))
+
+
+def preprocess(
+    adata: ad.AnnData, cfg: PreprocessConfig, *, seed: int, batch_key: str | None = None
+) -> ad.AnnData:
+    """QC, normalise, log1p and select highly variable genes (per batch with ``batch_key``,
+    as scanpy's ``highly_variable_genes(batch_key=...)``).
 
     Returns a new AnnData of the kept cells and HVGs with log-normalised values in ``.X``, raw
     counts in ``.layers["counts"]``, QC metrics and ``obs["split"]`` ('train'/'val'). Logs what
@@ -43,6 +66,8 @@ def preprocess(adata: ad.AnnData, cfg: PreprocessConfig, *, seed: int) -> ad.Ann
 
     adata = adata.copy()
     adata.obs_names_make_unique()
+    if batch_key is not None:
+        adata.obs[batch_key] = batch_column(adata.obs, batch_key, where="raw data")
     n_cells, n_genes = adata.shape
     x = adata.X
     empty_cells = int((np.asarray(x.sum(axis=1)).ravel() == 0).sum())
@@ -78,10 +103,13 @@ def preprocess(adata: ad.AnnData, cfg: PreprocessConfig, *, seed: int) -> ad.Ann
     sc.pp.normalize_total(adata, target_sum=cfg.target_sum)
     sc.pp.log1p(adata)
     n_top = min(cfg.n_top_genes, adata.n_vars)
-    sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat")
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat", batch_key=batch_key)
     adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
     adata.obs[SPLIT_KEY] = split_labels(adata.n_obs, val_fraction=cfg.val_fraction, seed=seed)
     adata.obs[SPLIT_KEY] = adata.obs[SPLIT_KEY].astype("category")
     adata.uns.pop("log1p", None)
     adata.uns["preprocess"] = {"n_top_genes": n_top, "target_sum": cfg.target_sum}
+    if batch_key is not None:
+        adata.obs[batch_key] = adata.obs[batch_key].cat.remove_unused_categories()
+        adata.uns["preprocess"]["batch_key"] = batch_key
     return adata
