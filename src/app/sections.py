@@ -60,6 +60,10 @@ class PreprocessConfig:
     target_sum: float = 1e4
     n_top_genes: int = 2000
     val_fraction: float = 0.1
+    qc: str = "auto"
+    n_mads: float = 5.0
+    n_mads_mito: float = 3.0
+    max_removed_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         for key in ("min_genes", "min_cells", "max_genes"):
@@ -68,6 +72,15 @@ class PreprocessConfig:
         _require(self.target_sum > 0, "preprocess.target_sum", "must be > 0")
         _require(0 < self.max_pct_mito <= 100, "preprocess.max_pct_mito", "must be in (0, 100]")
         _require(0 <= self.val_fraction < 1, "preprocess.val_fraction", "must be in [0, 1)")
+        rules = ("auto", "fixed", "mad")  # the cell QC rules of src.app.core.data.qc
+        _require(self.qc in rules, "preprocess.qc", f"must be one of {list(rules)}, got '{self.qc}'")
+        for key in ("n_mads", "n_mads_mito"):
+            _require(getattr(self, key) > 0, f"preprocess.{key}", "must be > 0")
+        _require(
+            0 < self.max_removed_fraction <= 1,
+            "preprocess.max_removed_fraction",
+            "must be in (0, 1] (1 turns the guard off)",
+        )
 
 
 @dataclass(frozen=True)

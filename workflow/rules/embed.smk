@@ -17,7 +17,7 @@ rule embed:
         **resources_for("embed"),
     params:
         # the head's label key names the prediction columns; the likelihood picks the matrix
-        cfg=config_keys("annotation", "model.likelihood", "seed"),
+        cfg=config_keys("annotation", "model.likelihood", "data.batch_key", "seed"),
         cli=cli,
     shell:
         "{params.cli} embed --model_dir {input.model} --input {input.data}"

@@ -25,7 +25,13 @@ rule evaluate:
         # (viz.dpi is the plot stage's alone); the whole config goes into annotated.h5ad, but
         # only these keys change what it holds besides that copy
         cfg=config_keys(
-            "eval", "baseline", "annotation", "seed", "viz.n_neighbors", "viz.min_dist"
+            "eval",
+            "baseline",
+            "annotation",
+            "data.batch_key",
+            "seed",
+            "viz.n_neighbors",
+            "viz.min_dist",
         ),
         cli=cli,
     shell:

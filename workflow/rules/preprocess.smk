@@ -14,7 +14,7 @@ rule preprocess:
     resources:
         **resources_for("preprocess"),
     params:
-        cfg=config_keys("preprocess", "seed"),
+        cfg=config_keys("preprocess", "data.batch_key", "seed"),
         cli=cli,
     shell:
         "{params.cli} preprocess --input {input.raw} --output {output} > {log} 2>&1"

@@ -14,7 +14,7 @@ rule train:
     resources:
         **resources_for("train"),
     params:
-        cfg=config_keys("model", "train", "annotation", "seed"),
+        cfg=config_keys("model", "train", "annotation", "data.batch_key", "seed"),
         defaults=machine_defaults,
         cli=cli,
     shell:

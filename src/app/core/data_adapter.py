@@ -20,7 +20,7 @@ from src.app.config import COUNT_LIKELIHOODS, AnnotationConfig, Config
 from src.app.core.data.h5ad import StoredMatrix, check_unique, read_annotations
 from src.app.core.data.labels import draw_visible
 from src.app.core.data.labels import label_codes as classify_codes
-from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY
+from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY, batch_column
 from src.app.core.data.row_store import device_memory, load_rows, plan_memory, stored_values
 from src.app.errors import DataError
 from src.app.machine import Runtime
@@ -42,7 +42,8 @@ class Batch:
     ``library`` (n, 1) the log of each cell's total counts; ``labels`` (n,) class codes of the
     visible labels (in training batches also the pseudo-labels), -1 where hidden or unknown;
     ``label_weights`` (n,) each label's weight in the classification loss: 1 for a visible
-    label, the certainty of a pseudo-label, 0 for none.
+    label, the certainty of a pseudo-label, 0 for none; ``batch`` (n,) each cell's batch code
+    (0 for all cells without ``data.batch_key``).
     """
 
     x: torch.Tensor
@@ -50,6 +51,7 @@ class Batch:
     library: torch.Tensor
     labels: torch.Tensor
     label_weights: torch.Tensor
+    batch: torch.Tensor
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         """Apply ``fn`` to every tensor; a target shared with ``x`` stays shared (no copy)."""
@@ -61,6 +63,7 @@ class Batch:
             library=fn(self.library),
             labels=fn(self.labels),
             label_weights=fn(self.label_weights),
+            batch=fn(self.batch),
         )
 
     def __getitem__(self, idx: torch.Tensor) -> Batch:
@@ -98,6 +101,30 @@ def label_codes(
     return categories, np.where(visible, all_codes, -1).astype(np.int64)
 
 
+def batch_codes(
+    obs: pd.DataFrame, key: str | None, *, known: list[str] | None, where: str
+) -> tuple[list[str], np.ndarray]:
+    """Batch categories and each cell's code (cells,): the data's own batches, or ``known``
+    (a checkpoint's), where a batch outside them fails with its name; no key: ``[]`` and 0s."""
+    if key is None:
+        if known:
+            raise DataError(
+                f"the model was trained with {len(known)} batches but data.batch_key is null; "
+                "set data.batch_key to the column it was trained with"
+            )
+        return [], np.zeros(len(obs), dtype=np.int64)
+    column = batch_column(obs, key, where=where)
+    categories = [str(c) for c in column.categories] if known is None else list(known)
+    codes = pd.Categorical(np.asarray(column, dtype=str), categories=categories).codes
+    if (codes < 0).any():
+        unknown = sorted({str(c) for c in np.asarray(column, dtype=str)[codes < 0]})
+        raise DataError(
+            f"data.batch_key '{key}': {int((codes < 0).sum())} cells of the {where} are in "
+            f"batches the model was not trained on: {unknown[:5]}; trained on {categories[:10]}"
+        )
+    return categories, codes.astype(np.int64)
+
+
 class DataAdapter:
     """Serves minibatches of a preprocessed h5ad (``results/<run_id>/preprocessed.h5ad``).
 
@@ -112,6 +139,9 @@ class DataAdapter:
         The preprocessed data, as a file or already in memory (one of the two).
     runtime
         Device, batch size and the memory limits.
+    batch_categories
+        The batches a trained model knows (from its checkpoint), in its code order; a cell of
+        another batch is refused. None: the data's own batches (training).
     """
 
     def __init__(
@@ -121,6 +151,7 @@ class DataAdapter:
         runtime: Runtime,
         path: str | Path | None = None,
         adata: ad.AnnData | None = None,
+        batch_categories: list[str] | None = None,
     ) -> None:
         if (path is None) == (adata is None):
             raise ValueError("DataAdapter needs exactly one of path or adata")
@@ -132,6 +163,9 @@ class DataAdapter:
         self.gene_names = [str(g) for g in var_names]
         self.n_cells, self.n_genes = len(obs), len(var_names)
         self.label_categories, self.visible_codes = label_codes(obs, cfg.annotation, seed=cfg.seed)
+        self.batch_categories, batch = batch_codes(
+            obs, cfg.data.batch_key, known=batch_categories, where=where
+        )
         split = obs[SPLIT_KEY].to_numpy() if SPLIT_KEY in obs else np.full(len(obs), "train")
         self._train_rows = np.flatnonzero(split != "val")
         self._val_rows = np.flatnonzero(split == "val")
@@ -160,6 +194,7 @@ class DataAdapter:
         self._library = library.to(self._store.home)
         self._labels = torch.from_numpy(self.visible_codes).long().to(self._store.home)
         self._weights = (self._labels >= 0).float()
+        self._batch_codes = torch.from_numpy(batch).to(self._store.home)
         self._train_labels, self._train_weights = self._labels, self._weights
         self._epoch = 0
 
@@ -212,11 +247,14 @@ class DataAdapter:
             (self._train_labels, self._train_weights) if train else (self._labels, self._weights)
         )
         labels, weights = labels[at].to(device), weights[at].to(device)
+        batch = self._batch_codes[at].to(device)
         if self.counts:
             x, library = torch.log1p(values), self._library[at].to(device)
         else:
             x, library = values, torch.zeros(len(idx), 1, device=device)
-        return Batch(x=x, target=values, library=library, labels=labels, label_weights=weights)
+        return Batch(
+            x=x, target=values, library=library, labels=labels, label_weights=weights, batch=batch
+        )
 
     def _batches(self, rows: np.ndarray, *, shuffle: bool) -> Iterator[Batch]:
         gen = None

@@ -51,9 +51,11 @@ class ModelAdapter:
         self.module: VAE | None = None
         self.gene_names: list[str] = []
         self.label_categories: list[str] = []
+        self.batch_key: str | None = None
+        self.batch_categories: list[str] = []
         self.history: list[dict[str, float]] = []
 
-    def _build(self, n_genes: int, n_labels: int) -> VAE:
+    def _build(self, n_genes: int, n_labels: int, n_batches: int) -> VAE:
         m = self.cfg.model
         vae_cfg = VAEConfig(
             n_genes=n_genes,
@@ -62,6 +64,7 @@ class ModelAdapter:
             dropout=m.dropout,
             likelihood=m.likelihood,
             n_labels=n_labels,
+            n_batches=n_batches,
             decoder=m.decoder,
             standardize=m.standardize,
         )
@@ -75,7 +78,11 @@ class ModelAdapter:
         """
         self.gene_names = list(batches.gene_names)
         self.label_categories = list(batches.label_categories)
-        self.module = self._build(len(self.gene_names), len(self.label_categories))
+        self.batch_categories = list(batches.batch_categories)
+        self.batch_key = self.cfg.data.batch_key if self.batch_categories else None
+        self.module = self._build(
+            len(self.gene_names), len(self.label_categories), len(self.batch_categories)
+        )
         if self.module.cfg.standardize:
             self.module.set_standardization(*batches.encoder_moments())
         was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -91,33 +98,48 @@ class ModelAdapter:
             raise RuntimeError("the model is not trained or loaded; call fit() or load() first")
         return self.module
 
-    def _inputs(self, batches: Iterable[Batch] | np.ndarray) -> Iterator[torch.Tensor]:
-        """Encoder inputs in chunks: ``Batch.x``, or rows of an array of encoder inputs (log1p
-        counts for count likelihoods, log-normalised values for ``gaussian``)."""
-        n_genes = self._require_module().cfg.n_genes
+    def _inputs(
+        self, batches: Iterable[Batch] | np.ndarray, batch: np.ndarray | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Encoder inputs and batch codes in chunks: ``Batch.x`` and ``Batch.batch``, or rows of
+        an array of encoder inputs (log1p counts for count likelihoods, log-normalised values
+        for ``gaussian``) with ``batch``, each cell's code in ``batch_categories``."""
+        module = self._require_module()
+        n_genes, n_batches = module.cfg.n_genes, module.cfg.n_batches
         if not isinstance(batches, np.ndarray):
-            yield from (b.x for b in batches)
+            yield from ((b.x, b.batch if n_batches else None) for b in batches)
             return
         if batches.ndim != 2 or batches.shape[1] != n_genes:
             raise ValueError(f"expected an array of shape (cells, {n_genes}), got {batches.shape}")
+        if n_batches and (batch is None or len(batch) != len(batches)):
+            raise ValueError(f"this model has {n_batches} batches: pass batch, one code per cell")
         x = torch.from_numpy(np.ascontiguousarray(batches, dtype=np.float32))
-        yield from x.split(PREDICT_CHUNK)
+        codes = torch.from_numpy(np.asarray(batch, dtype=np.int64)) if n_batches else None
+        for start in range(0, len(x), PREDICT_CHUNK):
+            end = start + PREDICT_CHUNK
+            yield x[start:end], None if codes is None else codes[start:end]
 
     @torch.inference_mode()
-    def predict(self, batches: Iterable[Batch] | np.ndarray) -> np.ndarray:
-        """Latent means (cells, latent_dim) for batches or an array of encoder inputs."""
-        return encode_means(self._require_module(), self._inputs(batches), self.runtime.device)
+    def predict(
+        self, batches: Iterable[Batch] | np.ndarray, batch: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Latent means (cells, latent_dim) for batches or an array of encoder inputs (with
+        ``batch``, each cell's batch code, for a model with batches)."""
+        inputs = self._inputs(batches, batch)
+        return encode_means(self._require_module(), inputs, self.runtime.device)
 
     @torch.inference_mode()
-    def embed(self, batches: Iterable[Batch] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed(
+        self, batches: Iterable[Batch] | np.ndarray, batch: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Latent means (cells, latent_dim) and, for a model with a classifier head, its class
         probabilities (cells, classes; in the order of ``label_categories``), else None: one
         encoder pass for both."""
         module = self._require_module().eval()
         device = torch.device(self.runtime.device)
         means, probs = [], []
-        for x in self._inputs(batches):
-            mean = module.inference(x.to(device))[0]
+        for x, codes in self._inputs(batches, batch):
+            mean = module.inference(x.to(device), None if codes is None else codes.to(device))[0]
             means.append(mean.float().cpu())
             if module.cfg.n_labels > 0:
                 probs.append(torch.softmax(module.classify(mean).float(), -1).cpu())
@@ -128,7 +150,7 @@ class ModelAdapter:
         return latent, torch.cat(probs).numpy() if probs else np.zeros((0, n_labels))
 
     def predict_labels(
-        self, batches: Iterable[Batch] | np.ndarray
+        self, batches: Iterable[Batch] | np.ndarray, batch: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The classifier head's label (cells,) and class probabilities (cells, classes) for
         every cell; classes in the order of ``label_categories``."""
@@ -136,7 +158,7 @@ class ModelAdapter:
             raise RuntimeError(
                 "this model has no classifier head; train with annotation.label_key set"
             )
-        _, proba = self.embed(batches)
+        _, proba = self.embed(batches, batch)
         return self.label_names(proba), proba
 
     def label_names(self, proba: np.ndarray) -> np.ndarray:
@@ -170,6 +192,8 @@ class ModelAdapter:
             "gene_names": self.gene_names,
             "label_key": self.cfg.annotation.label_key if self.label_categories else None,
             "label_categories": self.label_categories,
+            "batch_key": self.batch_key,
+            "batch_categories": self.batch_categories,
             "seed": self.cfg.seed,
             "torch_version": torch.__version__,
         }
@@ -195,9 +219,18 @@ class ModelAdapter:
             vae_cfg = VAEConfig.from_dict(meta["vae_config"])
             gene_names = [str(g) for g in meta["gene_names"]]
             label_categories = [str(c) for c in meta["label_categories"]]
+            batch_key = meta.get("batch_key")
+            batch_categories = [str(c) for c in meta.get("batch_categories", [])]
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path / META_FILE} lacks {exc}") from None
-        _check_vae_config(vae_cfg, gene_names, label_categories, where=path / META_FILE)
+        _check_vae_config(
+            vae_cfg, gene_names, label_categories, batch_categories, where=path / META_FILE
+        )
+        if bool(batch_categories) != isinstance(batch_key, str):
+            raise CheckpointError(
+                f"checkpoint {path / META_FILE} is inconsistent: batch_key {batch_key!r} with "
+                f"{len(batch_categories)} batch categories"
+            )
         try:
             state = load_file(str(path / WEIGHTS_FILE))
         except (SafetensorError, OSError) as exc:
@@ -217,12 +250,18 @@ class ModelAdapter:
         self.module = module.to(self.runtime.device).eval()
         self.gene_names = gene_names
         self.label_categories = label_categories
+        self.batch_key, self.batch_categories = batch_key, batch_categories
         self.history = history
         return self
 
 
 def _check_vae_config(
-    cfg: VAEConfig, gene_names: list[str], label_categories: list[str], *, where: Path
+    cfg: VAEConfig,
+    gene_names: list[str],
+    label_categories: list[str],
+    batch_categories: list[str],
+    *,
+    where: Path,
 ) -> None:
     """Refuse a network config that could not have been saved by :meth:`ModelAdapter.save`
     (before any tensor is allocated for it)."""
@@ -236,6 +275,7 @@ def _check_vae_config(
         "decoder": cfg.decoder not in DECODERS,
         "standardize": not isinstance(cfg.standardize, bool),
         "n_labels": cfg.n_labels != len(label_categories),
+        "n_batches": cfg.n_batches != len(batch_categories),
     }
     bad = [key for key, wrong in problems.items() if wrong]
     if bad:

@@ -31,6 +31,7 @@ class VAEConfig:
     dropout: float
     likelihood: str
     n_labels: int = 0  # 0: no classifier head
+    n_batches: int = 0  # 0: no batch covariate
     decoder: str = "linear"
     standardize: bool = True
     scale_clip: float = SCALE_MAX
@@ -69,6 +70,11 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 class VAE(nn.Module):
     """Encoder MLP -> Gaussian latent -> reparameterisation -> decoder (+ classifier head).
 
+    With ``n_batches`` > 0 each cell's batch enters as a one-hot covariate of the encoder's
+    input and of the decoder (its input and, for an MLP decoder, its output layer), as in scVI:
+    the decoder explains what differs between batches, so the latent need not. The classifier
+    head sees the latent only.
+
     The decoder is linear in z (``linear``, as in LDVAE, Svensson et al. 2020) or an MLP. With a
     count likelihood it gives gene proportions that scale with the observed library size (as
     scVI does), with one dispersion per gene; with ``gaussian`` it gives the mean of the
@@ -83,15 +89,16 @@ class VAE(nn.Module):
         hidden = list(cfg.hidden_dims)
         self.register_buffer("gene_mean", torch.zeros(cfg.n_genes))
         self.register_buffer("gene_scale", torch.ones(cfg.n_genes))
-        self.encoder = mlp([cfg.n_genes, *hidden], cfg.dropout)
+        n_cov = cfg.n_batches
+        self.encoder = mlp([cfg.n_genes + n_cov, *hidden], cfg.dropout)
         self.z_mean = nn.Linear(hidden[-1], cfg.latent_dim)
         self.z_logvar = nn.Linear(hidden[-1], cfg.latent_dim)
         if cfg.decoder == "linear":
             self.decoder: nn.Module = nn.Identity()
-            out_dim = cfg.latent_dim
+            out_dim = cfg.latent_dim + n_cov  # the covariate gives each batch a gene offset
         else:
-            self.decoder = mlp([cfg.latent_dim, *reversed(hidden)], 0.0)
-            out_dim = hidden[0]
+            self.decoder = mlp([cfg.latent_dim + n_cov, *reversed(hidden)], 0.0)
+            out_dim = hidden[0] + n_cov
         self.x_out = nn.Linear(out_dim, cfg.n_genes)
         if cfg.likelihood == "gaussian":
             self.log_var = nn.Parameter(torch.zeros(cfg.n_genes))  # gene-wise variance
@@ -120,13 +127,29 @@ class VAE(nn.Module):
         clip = self.cfg.scale_clip
         return ((x - self.gene_mean) / self.gene_scale).clamp(-clip, clip)
 
-    def inference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (n, g) -> latent mean and log-variance, each (n, d)."""
-        return self._encode(self.standardized(x))
+    def covariate(self, batch: torch.Tensor | None) -> torch.Tensor | None:
+        """Batch codes (n,) -> one-hot (n, batches); None for a model without batches."""
+        if self.cfg.n_batches == 0:
+            return None
+        if batch is None:
+            raise ValueError(f"this model has {self.cfg.n_batches} batches: pass each cell's batch")
+        return F.one_hot(batch.long(), self.cfg.n_batches).float()
 
-    def _encode(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _with(h: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
+        return h if onehot is None else torch.cat([h, onehot.to(h.dtype)], dim=-1)
+
+    def inference(
+        self, x: torch.Tensor, batch: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (n, g) and batch codes (n,) -> latent mean and log-variance, each (n, d)."""
+        return self._encode(self.standardized(x), self.covariate(batch))
+
+    def _encode(
+        self, xs: torch.Tensor, onehot: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The standardised input xs (n, g) -> latent mean and log-variance, each (n, d)."""
-        h = self.encoder(xs)
+        h = self.encoder(self._with(xs, onehot))
         return self.z_mean(h), self.z_logvar(h).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
@@ -139,16 +162,22 @@ class VAE(nn.Module):
         target: torch.Tensor,
         library: torch.Tensor,
         *,
+        batch: torch.Tensor | None = None,
         standardized_target: torch.Tensor | None = None,
+        onehot: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-cell log-likelihood (n,) of ``target`` (n, g) given z (n, d).
 
         ``library`` (n, 1) is the log of each cell's total counts (count likelihoods only). For
         count likelihoods the constant ``-sum log(x!)`` is left out; the caller adds it.
         ``standardized_target``: the gaussian's target already standardised, where the caller
-        has it (the encoder input).
+        has it (the encoder input). ``batch`` (n,): each cell's batch code, or its ``onehot``
+        (n, batches) where the caller has it.
         """
-        h = self.decoder(z)
+        onehot = self.covariate(batch) if onehot is None else onehot
+        h = self._with(z, onehot)
+        if self.cfg.decoder != "linear":
+            h = self._with(self.decoder(h), onehot)
         out = self.x_out(h).float()
         zero = torch.zeros((), device=target.device)
         if self.cfg.likelihood == "gaussian":
@@ -172,20 +201,24 @@ class VAE(nn.Module):
         *,
         library: torch.Tensor,
         labels: torch.Tensor,
+        batch: torch.Tensor | None = None,
         label_weights: torch.Tensor | None = None,
         kl_weight: float = 1.0,
         classification_weight: float = 0.0,
     ) -> LossTerms:
         """Negative ELBO (reconstruction + weighted KL) plus the weighted cross-entropy of the
         classifier on labelled cells (``labels >= 0``, each weighted by ``label_weights``,
-        default 1); every term a mean over the batch."""
+        default 1); every term a mean over the batch. ``batch`` (n,): each cell's batch code
+        (models with batches)."""
         xs = self.standardized(x)
-        mean, logvar = self._encode(xs)
+        onehot = self.covariate(batch)
+        mean, logvar = self._encode(xs, onehot)
         mean, logvar = mean.float(), logvar.float()
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
         # the gaussian's target is the encoder input itself: standardised once
         same = target is x
-        recon = -self.log_likelihood(z, target, library, standardized_target=xs if same else None)
+        goal = xs if same else None
+        recon = -self.log_likelihood(z, target, library, standardized_target=goal, onehot=onehot)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)  # (n,)
         ce = torch.zeros((), device=x.device)
         if self.cfg.n_labels > 0:

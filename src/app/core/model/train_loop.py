@@ -62,17 +62,25 @@ def batch_loss(module: VAE, batch: Batch, cfg: Config, *, kl: float) -> LossTerm
         batch.target,
         library=batch.library,
         labels=batch.labels,
+        batch=batch.batch,
         label_weights=batch.label_weights,
         kl_weight=kl,
         classification_weight=cfg.annotation.classification_weight,
     )
 
 
+def _on(x: torch.Tensor, batch: torch.Tensor | None, device: str) -> tuple:
+    return x.to(device), None if batch is None else batch.to(device)
+
+
 @torch.inference_mode()
-def encode_means(module: VAE, xs: Iterable[torch.Tensor], device: str) -> np.ndarray:
-    """Latent means (cells, latent_dim) of the encoder inputs ``xs``, chunk by chunk."""
+def encode_means(
+    module: VAE, inputs: Iterable[tuple[torch.Tensor, torch.Tensor | None]], device: str
+) -> np.ndarray:
+    """Latent means (cells, latent_dim) of the encoder inputs and batch codes ``inputs``, chunk
+    by chunk (codes None for a model without batches)."""
     module.eval()
-    means = [module.inference(x.to(device))[0].float().cpu() for x in xs]
+    means = [module.inference(*_on(x, b, device))[0].float().cpu() for x, b in inputs]
     if not means:
         return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
     return torch.cat(means).numpy()
@@ -82,7 +90,8 @@ def refresh_pseudo_labels(module: VAE, data: DataAdapter, cfg: Config, runtime: 
     """Label spreading from the visible labels over the current latent's kNN graph gives every
     other cell a pseudo-label and a certainty weight for the head's loss; returns how many
     cells got one and their mean certainty (for the history)."""
-    latent = encode_means(module, (b.x for b in data.iter_all_batches()), runtime.device)
+    inputs = ((b.x, b.batch) for b in data.iter_all_batches())
+    latent = encode_means(module, inputs, runtime.device)
     n_classes = len(data.label_categories)
     codes, weights = pseudo_labels(
         latent, data.visible_codes, n_classes, n_neighbors=cfg.annotation.pseudo_label_neighbors
