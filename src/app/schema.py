@@ -22,8 +22,10 @@ import yaml
 
 from src.app.config import (
     BASELINE_METHODS,
+    DECODERS,
     DEVICES,
     LIKELIHOODS,
+    QC_RULES,
     Config,
     config_to_dict,
 )
@@ -34,6 +36,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.likelihood": LIKELIHOODS,
     "train.device": DEVICES,
     "baseline.method": BASELINE_METHODS,
+    "preprocess.qc": QC_RULES,
+    "model.decoder": DECODERS,
 }
 _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 

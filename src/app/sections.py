@@ -13,6 +13,7 @@ SOURCE_PBMC3K = "pbmc3k"
 LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")  # scored on the raw counts of the counts layer
 DECODERS = ("linear", "mlp")
+QC_RULES = ("auto", "fixed", "mad")  # the cell QC rules of src.app.core.data.qc
 DEVICES = ("auto", "cpu", "cuda")
 BASELINE_METHODS = ("pca", "none")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -72,8 +73,11 @@ class PreprocessConfig:
         _require(self.target_sum > 0, "preprocess.target_sum", "must be > 0")
         _require(0 < self.max_pct_mito <= 100, "preprocess.max_pct_mito", "must be in (0, 100]")
         _require(0 <= self.val_fraction < 1, "preprocess.val_fraction", "must be in [0, 1)")
-        rules = ("auto", "fixed", "mad")  # the cell QC rules of src.app.core.data.qc
-        _require(self.qc in rules, "preprocess.qc", f"must be one of {list(rules)}, got '{self.qc}'")
+        _require(
+            self.qc in QC_RULES,
+            "preprocess.qc",
+            f"must be one of {list(QC_RULES)}, got '{self.qc}'",
+        )
         for key in ("n_mads", "n_mads_mito"):
             _require(getattr(self, key) > 0, f"preprocess.{key}", "must be > 0")
         _require(

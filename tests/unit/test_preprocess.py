@@ -26,8 +26,10 @@ def test_qc_thresholds_filter_cells(raw_adata):
 
 
 def test_qc_that_removes_everything_fails(raw_adata):
-    with pytest.raises(DataError, match="after QC"):
+    with pytest.raises(DataError, match="after QC") as err:
         preprocess(raw_adata, PreprocessConfig(min_genes=100_000), seed=0)
+    assert "min_genes=100000 genes: 300 cells" in str(err.value)
+    assert "preprocess.max_removed_fraction=0.5" in str(err.value)
 
 
 def test_split_is_deterministic_and_sized():
