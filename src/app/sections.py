@@ -185,6 +185,10 @@ class EvalConfig:
     n_folds: int = 5
     label_fractions: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
     n_repeats: int = 5
+    # cross-batch label transfer: labels of the cells whose .obs[transfer_key] is one of
+    # transfer_reference are seen, every other cell is predicted
+    transfer_key: str | None = None
+    transfer_reference: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(len(self.label_keys) >= 1, "eval.label_keys", "must name at least one column")
@@ -202,6 +206,36 @@ class EvalConfig:
             "must not repeat a fraction",
         )
         _require(self.n_repeats >= 1, "eval.n_repeats", "must be >= 1")
+        self._check_transfer()
+
+    def _check_transfer(self) -> None:
+        _require(
+            self.transfer_key is None or bool(self.transfer_key.strip()),
+            "eval.transfer_key",
+            "must be null or a column name",
+        )
+        if self.transfer_key is None:
+            _require(
+                not self.transfer_reference,
+                "eval.transfer_reference",
+                "is set but eval.transfer_key is null; name the column its values come from",
+            )
+            return
+        _require(
+            len(self.transfer_reference) >= 1,
+            "eval.transfer_reference",
+            f"must list at least one value of eval.transfer_key '{self.transfer_key}'",
+        )
+        _require(
+            all(bool(str(v).strip()) for v in self.transfer_reference),
+            "eval.transfer_reference",
+            "must not hold an empty value",
+        )
+        _require(
+            len(set(self.transfer_reference)) == len(self.transfer_reference),
+            "eval.transfer_reference",
+            "must not repeat a value",
+        )
 
 
 @dataclass(frozen=True)
@@ -211,6 +245,8 @@ class BaselineConfig:
     method: str = "pca"
     n_comps: int = 50
     scale: bool = True
+    # harmony on the pca over data.batch_key's batches (only where a batch key is set)
+    harmony: bool = True
 
     def __post_init__(self) -> None:
         _require(

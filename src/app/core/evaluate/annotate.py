@@ -29,6 +29,8 @@ from src.app.core.data.labels import label_codes
 from src.app.core.evaluate.run import Evaluation
 from src.app.core.evaluate.umap import umap_entries
 
+HARMONY_KEY = "X_pca_harmony"  # .obsm: the PCA after Harmony (scanpy's harmony_integrate name)
+
 
 @dataclass
 class Additions:
@@ -76,7 +78,8 @@ def annotations(
 ) -> Additions:
     """annotated.h5ad's additions to the preprocessed data: ``.obsm["X_vae"]`` and
     ``["X_umap"]`` (with scanpy's neighbour graph in ``.obsp`` and ``.uns``), ``.obsm["X_pca"]``
-    (the baseline, unless ``baseline.method`` is none), ``.obs["label_visible"]``, for each key of
+    (the baseline, unless ``baseline.method`` is none) and ``["X_pca_harmony"]`` (after Harmony,
+    with a batch key), ``.obs["label_visible"]``, for each key of
     ``eval.label_keys`` the columns of :func:`_label_columns`, and ``.uns["config"]`` /
     ``.uns["metrics"]`` as JSON text. ``obs``: the data's ``.obs`` joined with the embed stage's
     columns, which are named in ``carried`` (the head's predictions and confidence) and kept as
@@ -89,6 +92,8 @@ def annotations(
     out.uns.update(uns)
     if evaluation.pca is not None:
         out.obsm[PCA_KEY] = evaluation.pca
+    if evaluation.harmony is not None:
+        out.obsm[HARMONY_KEY] = evaluation.harmony
     out.obs[VISIBLE_KEY] = evaluation.visible
     for key in cfg.eval.label_keys:
         _label_columns(out, obs, key, evaluation.predictions.get(key, {}))

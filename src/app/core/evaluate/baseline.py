@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from src.app.config import BaselineConfig
 from src.app.core.data.preprocess import SCALE_MAX
@@ -92,3 +93,30 @@ def _blockwise_scaled_pca(expression: Any, n_comps: int, *, max_bytes: float) ->
     top = vectors[:, ::-1][:, :n_comps]
     scores = [(part - centre) @ top for part in scaled()]
     return np.concatenate(scores).astype(np.float32)
+
+
+def harmony(pca: np.ndarray, batches: np.ndarray, *, seed: int) -> np.ndarray:
+    """Harmony (Korsunsky et al. 2019) of the principal components ``pca`` (cells, n_comps) over
+    the batch of each cell: harmonypy's ``run_harmony`` with its defaults, the route of
+    ``sc.external.pp.harmony_integrate``, seeded (its result is the same for any thread count).
+    Returns the corrected components (cells, n_comps), float32; the input itself with fewer
+    than 2 batches. harmonypy 2.1 takes cells x PCs or PCs x cells (it checks which dimension is
+    the cells, columns first) and returns ``Z_corr`` as cells x PCs (before 2.0: PCs x cells, so
+    scanpy transposed it); PCs x cells are passed here so a square input is not misread."""
+    import harmonypy
+
+    pca = np.asarray(pca)
+    codes, names = pd.factorize(np.asarray(batches, dtype=object).astype(str), sort=True)
+    if len(names) < 2:
+        return pca.astype(np.float32)
+    out = harmonypy.run_harmony(
+        np.ascontiguousarray(pca.T, dtype=np.float64),
+        {"batch": codes},
+        "batch",
+        random_state=seed,
+        verbose=False,
+    )
+    corrected = np.asarray(out.Z_corr)
+    if corrected.shape != pca.shape:  # harmonypy < 2.0: PCs x cells
+        corrected = corrected.T
+    return corrected.astype(np.float32)

@@ -15,8 +15,14 @@ import pandas as pd
 from src.app.config import Config, EvalConfig
 from src.app.core.data.graph import nearest_neighbours
 from src.app.core.data.labels import visible_cells
-from src.app.core.evaluate.baseline import pca_representation
+from src.app.core.data.preprocess import batch_column
 from src.app.core.evaluate.classify import METHODS
+from src.app.core.evaluate.integration import (
+    TRANSFER_PROTOCOL,
+    batch_section,
+    make_baseline,
+    transfer_section,
+)
 from src.app.core.evaluate.label_efficiency import curve_point, fraction_key
 from src.app.core.evaluate.metrics import classification_metrics
 from src.app.core.evaluate.representation import (
@@ -97,14 +103,15 @@ class Evaluation:
     """What the evaluate stage computed: ``metrics`` (metrics.json), the latent's ``predictions``
     (class probabilities of every cell from the visible labels, by label key and method), the
     ``pca`` baseline (cells, n_comps) or None, the latent's ``neighbours`` (indices and
-    distances, self excluded) that label propagation used and the UMAP reuses, and which cells'
-    labels were ``visible``."""
+    distances, self excluded) that label propagation used and the UMAP reuses, which cells'
+    labels were ``visible``, and the PCA after ``harmony`` (the baseline then) or None."""
 
     metrics: dict[str, Any]
     predictions: dict[str, dict[str, np.ndarray]]
     pca: np.ndarray | None
     neighbours: tuple[np.ndarray, np.ndarray]
     visible: np.ndarray
+    harmony: np.ndarray | None = None
 
 
 def _with_head(vae: dict[str, Any], obs: pd.DataFrame, cfg: Config, head: Any, visible: Any):
@@ -130,34 +137,36 @@ def evaluate_run(
 ) -> Evaluation:
     """The metrics.json of a run: the latent's metrics (top level), the classifier head's
     (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
-    baseline's under ``baseline``, all on the same cells, folds and label draws.
+    baseline's under ``baseline``, all on the same cells, folds and label draws; with
+    ``data.batch_key`` the baseline is the PCA after Harmony (``baseline.harmony``) and a
+    ``batch`` section holds scib-metrics' scores; with ``eval.transfer_key`` a ``transfer``
+    section holds the cross-batch label transfer.
 
     ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
     the classifier head's ``(label key, class probabilities, class names)``; ``max_bytes``: the
     most a dense copy of ``expression`` may take (see :func:`pca_representation`).
     """
     seed = cfg.seed
+    batches = None
+    if cfg.data.batch_key is not None:
+        batches = batch_column(obs, cfg.data.batch_key, where="preprocessed data")
     visible = visible_cells(obs, cfg)
     # one neighbour search of the latent: label propagation and the UMAP slice it
     k = max(cfg.eval.propagation_neighbors, cfg.viz.n_neighbors - 1)
     neighbours = nearest_neighbours(latent, n_neighbors=k)
     reps = {"vae": (latent, neighbours[0])}
-    pca = None
-    if cfg.baseline.method == "pca":
-        if expression is None:
-            raise DataError("the PCA baseline needs the expression matrix (baseline.method: pca)")
-        pca = pca_representation(expression, cfg.baseline, seed=seed, max_bytes=max_bytes)
-        reps["pca"] = (pca, None)
+    base = make_baseline(expression, cfg, batches, max_bytes=max_bytes)
+    if base is not None:
+        reps["pca"] = (base.rep, None)
     done = evaluate_representations(reps, obs, cfg.eval, seed=seed, visible=visible)
     vae, predictions = done["vae"]
     first = vae["labels"][cfg.eval.label_keys[0]]["knn"]
     metrics: dict[str, Any] = {"accuracy": first["accuracy"], "f1_macro": first["f1_macro"]}
     if head is not None:
         metrics["joint_f1_macro"] = _with_head(vae, obs, cfg, head, visible)
-    baseline = None
-    if pca is not None:
-        baseline = {"method": "pca", "n_comps": int(pca.shape[1]), "scale": cfg.baseline.scale}
-        baseline.update(done["pca"][0])
+    if base is not None:
+        baseline = {"method": base.method, "n_comps": int(base.pca.shape[1])}
+        baseline.update({"scale": cfg.baseline.scale, **done["pca"][0]})
         metrics["baseline_f1_macro"] = baseline["labels"][cfg.eval.label_keys[0]]["knn"]["f1_macro"]
     metrics["protocol"] = {
         **protocol(cfg.eval, seed=seed),
@@ -165,16 +174,29 @@ def evaluate_run(
         "n_visible": int(visible.sum()),
     }
     metrics.update(vae)
-    if baseline is not None:
+    if base is not None:
         metrics["baseline"] = baseline
-    return Evaluation(metrics, predictions, pca, neighbours, visible)
+    if batches is not None:
+        metrics["batch"], metrics["protocol"]["batch"] = batch_section(
+            latent, obs, batches, base, cfg
+        )
+    if cfg.eval.transfer_key is not None:
+        metrics["transfer"] = transfer_section(latent, obs, base, cfg)
+        metrics["protocol"]["transfer"] = dict(TRANSFER_PROTOCOL)
+    pca = None if base is None else base.pca
+    harmonised = None if base is None else base.harmonised
+    return Evaluation(metrics, predictions, pca, neighbours, visible, harmonised)
 
 
 def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Macro F1 per label key, method, representation (vae, pca) and label fraction ("cv": k-fold
-    cross-validation on all labels) from a metrics.json tree; one row each."""
+    """Macro F1 per label key, method, representation (vae, and the baseline by its method:
+    pca, pca+harmony) and protocol in ``fraction``: "cv" (k-fold cross-validation on all
+    labels), a label fraction, or "transfer" (trained on the reference batches, scored on the
+    others); one row each, from a metrics.json tree. scib-metrics' batch scores are not F1s:
+    :func:`src.app.core.evaluate.integration.batch_table` tabulates them."""
     rows = []
-    sources = {"vae": metrics, "pca": metrics.get("baseline") or {}}
+    baseline = metrics.get("baseline") or {}
+    sources = {"vae": metrics, baseline.get("method", "pca"): baseline}
     for rep, tree in sources.items():
         for key, entry in tree.get("labels", {}).items():
             rows.extend(
@@ -190,5 +212,11 @@ def summary_table(metrics: dict[str, Any]) -> pd.DataFrame:
                     rows.append(
                         (key, method, rep, fraction, point["f1_macro"], point["f1_macro_sd"])
                     )
+    for key, entry in metrics.get("transfer", {}).get("labels", {}).items():
+        for rep in sources:
+            rows.extend(
+                (key, method, rep, "transfer", scores["f1_macro"], None)
+                for method, scores in entry.get(rep, {}).items()
+            )
     columns = ["label_key", "method", "representation", "fraction", "f1_macro", "sd"]
     return pd.DataFrame(rows, columns=columns)

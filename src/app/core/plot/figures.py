@@ -3,7 +3,6 @@ the training curves, each from results already computed. Draws only; never impor
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +56,26 @@ def plot_embedding(
     *,
     dpi: int,
     ncols: int | None = None,
+    new_row: tuple[str, ...] = (),
 ) -> None:
     """Scatter ``coords`` (cells, 2) once per panel, coloured by that panel's labels; writes
     ``out`` (PNG).
 
-    Panels fill rows of ``ncols`` (default: one row). The panels of a row share one colour per
-    category (:func:`category_colours`) and one legend, right of the row; unlabelled cells (NaN)
-    are drawn grey underneath.
+    Panels fill rows of ``ncols`` (default: one row); a panel titled in ``new_row`` starts a row
+    (so a batch panel keeps its own colours and legend). The panels of a row share one colour
+    per category (:func:`category_colours`) and one legend, right of the row; unlabelled cells
+    (NaN) are drawn grey underneath.
     """
     from matplotlib.lines import Line2D
 
     plt = _pyplot()
     items = list(panels.items())
     ncols = ncols or len(items)
-    nrows = math.ceil(len(items) / ncols)
+    rows = _rows(items, ncols, new_row)
+    nrows = len(rows)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols + 2.5, 4.6 * nrows), squeeze=False)
     size = max(2.0, min(20.0, 30000 / max(len(coords), 1)))
-    for r in range(nrows):
-        row = items[r * ncols : (r + 1) * ncols]
+    for r, row in enumerate(rows):
         values = [labels.astype("object").to_numpy() for _, labels in row]
         cats = sorted({str(v) for vals in values for v in vals[pd.notna(vals)]})
         colours = category_colours(cats)
@@ -104,6 +105,17 @@ def plot_embedding(
         _legend(axes[r][len(row) - 1], handles)
     fig.tight_layout()
     _save(fig, out, dpi=dpi)
+
+
+def _rows(items: list[Any], ncols: int, new_row: tuple[str, ...]) -> list[list[Any]]:
+    """``(title, labels)`` items in rows of at most ``ncols``, a new row at each title of
+    ``new_row``."""
+    rows: list[list[Any]] = []
+    for item in items:
+        if not rows or len(rows[-1]) == ncols or item[0] in new_row:
+            rows.append([])
+        rows[-1].append(item)
+    return rows
 
 
 def plot_confusion(
@@ -161,9 +173,11 @@ def plot_label_efficiency(
     sources = {"vae": metrics, "pca": metrics.get("baseline") or {}}
     fractions = [float(f) for f in metrics.get("protocol", {}).get("label_fractions", [])]
     shown: dict[str, Any] = {}
+    harmonised = sources["pca"].get("method") == "pca+harmony"
     for ax, key in zip(axes[0], keys, strict=True):
         for rep, tree in sources.items():
             line, marker, rep_name = REPRESENTATION_STYLE[rep]
+            rep_name = "PCA + Harmony baseline" if rep == "pca" and harmonised else rep_name
             for method, points in tree.get("label_efficiency", {}).get(key, {}).items():
                 if method not in METHOD_STYLE:
                     continue
@@ -188,7 +202,8 @@ def plot_label_efficiency(
         ax.grid(alpha=0.3)
     repeats = metrics.get("protocol", {}).get("n_repeats")
     _legend(axes[0][-1], list(shown.values()), title=f"mean and SD over {repeats} draws")
-    against = " against the PCA baseline" if sources["pca"] else ""
+    against = f" against the PCA{' + Harmony' if harmonised else ''} baseline"
+    against = against if sources["pca"] else ""
     fig.suptitle(f"Label efficiency: VAE latent{against}")
     fig.tight_layout()
     _save(fig, out, dpi=dpi)

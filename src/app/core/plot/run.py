@@ -18,9 +18,12 @@ from src.app.core.plot.figures import (
 )
 
 
-def umap_panels(adata: Any, label_keys: list[str]) -> dict[str, pd.Series]:
+def umap_panels(
+    adata: Any, label_keys: list[str], batch_key: str | None = None
+) -> dict[str, pd.Series]:
     """The UMAP figure's panels: for each label key, the true labels and the prediction shown
-    beside them (the classifier head's where it predicts that key, else kNN's)."""
+    beside them (the classifier head's where it predicts that key, else kNN's); then the batch
+    of each cell (titled :func:`batch_title`) where ``batch_key`` is a column of ``.obs``."""
     obs = adata.obs
     n_visible = int(obs[VISIBLE_KEY].sum()) if VISIBLE_KEY in obs else None
     source = f"from {n_visible} labelled cells" if n_visible is not None else ""
@@ -31,7 +34,13 @@ def umap_panels(adata: Any, label_keys: list[str]) -> dict[str, pd.Series]:
             panels[f"{key}: predicted, joint head {source}"] = obs[predicted_key(key)]
         elif predicted_key(key, "knn") in obs:
             panels[f"{key}: predicted, kNN {source}"] = obs[predicted_key(key, "knn")]
+    if batch_key is not None and batch_key in obs.columns:
+        panels[batch_title(batch_key)] = obs[batch_key]
     return panels
+
+
+def batch_title(batch_key: str) -> str:
+    return f"batch ({batch_key})"
 
 
 def confusion_panels(metrics: dict[str, Any], label_keys: list[str]) -> dict[str, Any]:
@@ -59,12 +68,16 @@ def plot_run(
     dpi: int,
 ) -> None:
     """Every figure of a run from annotated.h5ad (``adata``: its ``.obs``, ``.obsm["X_umap"]``,
-    ``.uns``), metrics.json (whose ``protocol.label_keys`` names the panels) and the training
+    ``.uns``), metrics.json (whose ``protocol.label_keys`` names the panels, and whose
+    ``batch.batch_key``, where there is one, adds a UMAP panel by batch) and the training
     history; ``figures``: name -> output path for ``umap``, ``confusion``, ``label_efficiency``
     and ``training_curves``."""
     label_keys = list(metrics["protocol"]["label_keys"])
+    batch_key = metrics.get("batch", {}).get("batch_key")
     coords = np.asarray(adata.obsm[UMAP_KEY])
-    plot_embedding(coords, umap_panels(adata, label_keys), figures["umap"], dpi=dpi, ncols=2)
+    panels = umap_panels(adata, label_keys, batch_key)
+    new_row = (batch_title(batch_key),) if batch_key is not None else ()
+    plot_embedding(coords, panels, figures["umap"], dpi=dpi, ncols=2, new_row=new_row)
     plot_confusion(confusion_panels(metrics, label_keys), figures["confusion"], dpi=dpi)
     plot_label_efficiency(metrics, figures["label_efficiency"], dpi=dpi, label_keys=label_keys)
     plot_training_curves(history, figures["training_curves"], dpi=dpi)
