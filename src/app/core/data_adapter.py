@@ -21,7 +21,13 @@ from src.app.core.data.h5ad import StoredMatrix, check_unique, read_annotations
 from src.app.core.data.labels import draw_visible
 from src.app.core.data.labels import label_codes as classify_codes
 from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY, batch_column
-from src.app.core.data.row_store import device_memory, load_rows, plan_memory, stored_values
+from src.app.core.data.row_store import (
+    device_memory,
+    load_rows,
+    plan_memory,
+    stored_values,
+    to_device,
+)
 from src.app.errors import DataError
 from src.app.machine import Runtime
 
@@ -190,11 +196,14 @@ class DataAdapter:
         log.info("matrix kept %s; plan %s", self.layout, self.plan.describe())
         if self.counts and bool((totals <= 0).any()):
             raise DataError(f"{what}: {int((totals <= 0).sum())} cells have no counts; filter them")
+        # the per-cell vectors live on the device whatever the layout (24 bytes a cell), so a
+        # batch of a streamed layout copies only its rows and its cells' indices there
+        self._device = torch.device(runtime.device)
         library = torch.log(torch.from_numpy(totals.astype(np.float32))).unsqueeze(1)
-        self._library = library.to(self._store.home)
-        self._labels = torch.from_numpy(self.visible_codes).long().to(self._store.home)
+        self._library = library.to(self._device)
+        self._labels = torch.from_numpy(self.visible_codes).long().to(self._device)
         self._weights = (self._labels >= 0).float()
-        self._batch_codes = torch.from_numpy(batch).to(self._store.home)
+        self._batch_codes = torch.from_numpy(batch).to(self._device)
         self._train_labels, self._train_weights = self._labels, self._weights
         self._epoch = 0
 
@@ -207,9 +216,9 @@ class DataAdapter:
         """Give the cells without a visible label ``codes`` with ``weights`` (cells,) in the
         training batches from now on; visible labels keep theirs, validation batches see only
         the visible labels (so the validation loss stays comparable across epochs)."""
-        hidden = torch.from_numpy(self.visible_codes < 0).to(self._store.home)
-        codes_t = torch.from_numpy(np.asarray(codes)).long().to(self._store.home)
-        weights_t = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(self._store.home)
+        hidden = torch.from_numpy(self.visible_codes < 0).to(self._device)
+        codes_t = torch.from_numpy(np.asarray(codes)).long().to(self._device)
+        weights_t = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(self._device)
         self._train_labels = torch.where(hidden, codes_t, self._labels)
         self._train_weights = torch.where(hidden, weights_t, self._weights)
 
@@ -237,21 +246,21 @@ class DataAdapter:
         var = (squares / max(self.n_cells, 1) - mean.pow(2)).clamp(min=0)
         return mean.float(), var.sqrt().float()
 
-    def _batch(self, idx: np.ndarray, values: torch.Tensor, *, train: bool = False) -> Batch:
-        """The batch of cells ``idx`` (rows of the file) whose matrix rows are ``values``; a
-        ``train`` batch carries the pseudo-labels too."""
-        device = torch.device(self.runtime.device)
-        at = torch.from_numpy(idx).to(self._store.home)
-        values = values.to(device)
+    def _batch(self, at: torch.Tensor, values: torch.Tensor, *, train: bool = False) -> Batch:
+        """The batch of cells ``at`` (rows of the file, int64 on the store's device) whose
+        matrix rows are ``values``; a ``train`` batch carries the pseudo-labels too. Nothing
+        here waits for the GPU: copies to it are asynchronous, gathers stay on it."""
+        device = self._device
+        at, values = to_device(at, device), to_device(values, device)
         labels, weights = (
             (self._train_labels, self._train_weights) if train else (self._labels, self._weights)
         )
-        labels, weights = labels[at].to(device), weights[at].to(device)
-        batch = self._batch_codes[at].to(device)
+        labels, weights = labels.index_select(0, at), weights.index_select(0, at)
+        batch = self._batch_codes.index_select(0, at)
         if self.counts:
-            x, library = torch.log1p(values), self._library[at].to(device)
+            x, library = torch.log1p(values), self._library.index_select(0, at)
         else:
-            x, library = values, torch.zeros(len(idx), 1, device=device)
+            x, library = values, torch.zeros(len(at), 1, device=device)
         return Batch(
             x=x, target=values, library=library, labels=labels, label_weights=weights, batch=batch
         )
@@ -261,8 +270,8 @@ class DataAdapter:
         if shuffle:
             gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self._epoch)
             self._epoch += 1
-        for idx, values in self._store.batches(rows, gen=gen, size=self.runtime.batch_size):
-            yield self._batch(idx, values, train=shuffle)
+        for at, values in self._store.batches(rows, gen=gen, size=self.runtime.batch_size):
+            yield self._batch(at, values, train=shuffle)
 
     def iter_train_batches(self) -> Iterator[Batch]:
         """Shuffled minibatches of the training split; a new permutation on each call."""

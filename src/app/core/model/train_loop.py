@@ -80,10 +80,11 @@ def encode_means(
     """Latent means (cells, latent_dim) of the encoder inputs and batch codes ``inputs``, chunk
     by chunk (codes None for a model without batches)."""
     module.eval()
-    means = [module.inference(*_on(x, b, device))[0].float().cpu() for x, b in inputs]
+    # kept on the device until the end: one copy to the host, not one (and a sync) per chunk
+    means = [module.inference(*_on(x, b, device))[0].float() for x, b in inputs]
     if not means:
         return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
-    return torch.cat(means).numpy()
+    return torch.cat(means).cpu().numpy()
 
 
 def refresh_pseudo_labels(module: VAE, data: DataAdapter, cfg: Config, runtime: Runtime) -> dict:
@@ -104,15 +105,17 @@ def refresh_pseudo_labels(module: VAE, data: DataAdapter, cfg: Config, runtime: 
 
 @torch.no_grad()
 def mean_loss(module: VAE, batches: Iterator[Batch], cfg: Config, runtime: Runtime) -> float | None:
-    """Cell-weighted mean of the loss at the final KL weight over ``batches``; None if empty."""
+    """Cell-weighted mean of the loss at the final KL weight over ``batches``; None if empty.
+    Summed in float64 on the device (the arithmetic of Python floats, without a sync per
+    batch), read once at the end."""
     module.eval()
-    total, n = 0.0, 0
+    total, n = torch.zeros((), dtype=torch.float64, device=runtime.device), 0
     for batch in batches:
         with _autocast(runtime):
             terms = batch_loss(module, batch, cfg, kl=cfg.train.kl_weight)
-        total += float(terms.loss) * batch.n_cells
+        total += terms.loss.double() * batch.n_cells
         n += batch.n_cells
-    return total / n if n else None
+    return total.item() / n if n else None
 
 
 def train_vae(
