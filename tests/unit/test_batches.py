@@ -74,14 +74,15 @@ def test_a_batch_the_model_has_not_seen_is_refused(tmp_path, runtime, pre_adata)
 
 def test_batch_key_names_a_column_and_every_cell_has_a_batch():
     obs = pd.DataFrame({"sample": ["a", None, "b"]}, index=["c1", "c2", "c3"])
-    with pytest.raises(DataError, match="'donor' is not a column.*'sample'"):
+    with pytest.raises(DataError, match=r"'donor' is not a column.*'sample'"):
         batch_codes(obs, "donor", known=None, where="data")
-    with pytest.raises(DataError, match="1 of 3 cells.*no batch"):
+    with pytest.raises(DataError, match=r"1 of 3 cells.*no batch"):
         batch_codes(obs, "sample", known=None, where="data")
     categories, codes = batch_codes(obs.fillna("b"), "sample", known=None, where="data")
-    assert categories == ["a", "b"] and codes.tolist() == [0, 1, 1]
+    assert categories == ["a", "b"]
+    assert codes.tolist() == [0, 1, 1]
     assert batch_codes(obs, None, known=None, where="data")[1].tolist() == [0, 0, 0]
-    with pytest.raises(DataError, match="trained with 2 batches but data.batch_key is null"):
+    with pytest.raises(DataError, match=r"trained with 2 batches but data\.batch_key is null"):
         batch_codes(obs, None, known=["a", "b"], where="data")
 
 
