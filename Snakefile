@@ -12,6 +12,35 @@ min_version("9.0")
 include: "workflow/rules/common.smk"
 
 
+# one writer per run folder: before its first job a run locks results/.<run_id>.lock for each of
+# its runs (src/app/locks.py), so that a second run on one of them, from any working folder, or a
+# CLI run into one, is refused (Snakemake's own lock covers one working folder); its jobs join
+# the locks through CELLVAE_LOCK_TOKEN; the kernel drops them should this process die
+from src.app.errors import OutputError
+from src.app.locks import lock_workflow
+
+RUN_LOCKS = []
+
+
+onstart:
+    try:
+        RUN_LOCKS.extend(
+            lock_workflow([RunLayout.of(cfg).root for cfg in RUNS.values()])
+        )
+    except OutputError as error:
+        raise WorkflowError(str(error)) from None
+
+
+onsuccess:
+    for lock in RUN_LOCKS:
+        lock.release()
+
+
+onerror:
+    for lock in RUN_LOCKS:
+        lock.release()
+
+
 report: "workflow/report/workflow.rst"
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from src.app.config import load_config, read_yaml, write_config
 from src.app.errors import AppError
-from src.app.io_utils import check_writable
+from src.app.io_utils import check_outputs, quiet_ignored_exceptions
 from src.app.layout import RunLayout, raw_path
+from src.app.locks import folder_lock, written_folder
 from src.app.machine import GENERATE_HINT, MachineProfile, load_machine_profile, profile_from_dict
 
 log = logging.getLogger("src.app")
@@ -250,17 +251,22 @@ def run(args: argparse.Namespace) -> int:
         cfg = _dry_run_config(cfg)
     layout = RunLayout.of(cfg, args.output_dir)
     command = "pipeline" if args.dry_run else args.command
-    check_writable(*_written(args, command, layout, cfg))
+    written = _written(args, command, layout, cfg)
+    roots = {"paths.results": cfg.paths.results, "paths.resources": cfg.paths.resources}
+    check_outputs(written, {**roots, "--output_dir": args.output_dir})
     profile = None
     if command not in ("write-config", "plot"):  # plot reads results only
         from src.app.machine import set_thread_env
 
         profile = _profile(cfg, dry_run=args.dry_run)
         set_thread_env(profile.annotation_threads)
-    if command in USER_COMMANDS:
-        _run_user(args, command, cfg, layout, profile)
-    else:
-        _run_stage(command, cfg, layout, profile, **{k: getattr(args, k) for k in PATH_OPTIONS})
+    # one writer per run folder (download writes to the shared resources only)
+    with folder_lock(None if command == "download" else written_folder(layout.root, written)):
+        if command in USER_COMMANDS:
+            _run_user(args, command, cfg, layout, profile)
+        else:
+            paths = {k: getattr(args, k) for k in PATH_OPTIONS}
+            _run_stage(command, cfg, layout, profile, **paths)
     return 0
 
 
@@ -271,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return run(args)
+        with quiet_ignored_exceptions():
+            return run(args)
     except AppError as exc:
         if args.debug:
             raise

@@ -13,11 +13,13 @@ import numpy as np
 
 from src.app.config import Config
 from src.app.core.data.keys import CATEGORIES_KEY, LABEL_KEY_KEY, LATENT_KEY, PROBA_KEY
-from src.app.errors import DataError
-from src.app.io_utils import atomic_path, write_json
+from src.app.errors import AppError, DataError
+from src.app.io_utils import atomic_path, staged_files, write_json
 from src.app.machine import MachineProfile
 
 log = logging.getLogger(__name__)
+
+PREPROCESS_HINT = "run the preprocess stage first"
 
 
 def _write_h5ad(adata: Any, path: str | Path, profile: MachineProfile | None) -> None:
@@ -43,11 +45,12 @@ def preprocess(
     Fails before writing anything when the raw data is unusable (see ``check_raw_counts``) or
     too few cells pass QC for the split or for ``eval.n_folds``-fold cross-validation.
     """
-    from src.app.core.data.download import check_raw_counts
     from src.app.core.data.h5ad import read_h5ad
-    from src.app.core.data.preprocess import preprocess as run
 
     raw = read_h5ad(input, what="raw data", hint="run the download stage first")
+    from src.app.core.data.download import check_raw_counts
+    from src.app.core.data.preprocess import preprocess as run
+
     check_raw_counts(raw, where=f"raw data {input}")
     adata = run(raw, cfg.preprocess, seed=cfg.seed, batch_key=cfg.data.batch_key)
     if adata.n_obs < cfg.eval.n_folds:
@@ -63,6 +66,9 @@ def train(
     cfg: Config, *, input: str | Path, model_dir: str | Path, profile: MachineProfile
 ) -> dict[str, Any]:
     """Preprocessed h5ad -> checkpoint folder; returns the training metrics."""
+    from src.app.core.data.h5ad import check_h5ad
+
+    check_h5ad(input, "preprocessed data", PREPROCESS_HINT)  # before the big imports: see h5ad
     from src.app.core.model.runtime import runtime_for
     from src.app.core.train import run_training
 
@@ -89,6 +95,9 @@ def embed(
     profile: MachineProfile,
 ) -> None:
     """Checkpoint + preprocessed h5ad -> latent .npy and h5ad with ``.obsm["X_vae"]``."""
+    from src.app.core.data.h5ad import check_h5ad
+
+    check_h5ad(input, "preprocessed data", PREPROCESS_HINT)
     from src.app.core.model.embed import run_embedding
     from src.app.core.model.runtime import runtime_for
 
@@ -110,13 +119,16 @@ def _read_element(path: str | Path, key: str, what: str, stage: str) -> Any:
     import anndata as ad
     import h5py
 
-    from src.app.core.data.h5ad import require_file
+    from src.app.core.data.h5ad import check_sparse
 
-    require_file(path, f"{stage} output", f"run the {stage} stage first")
     try:
         with h5py.File(path, "r") as f:
-            return ad.io.read_elem(f[key])
-    except (OSError, KeyError) as exc:
+            element = ad.io.read_elem(f[key])
+        check_sparse(element, str(path), key)
+        return element
+    except AppError:
+        raise
+    except Exception as exc:  # the readers raise many types (OSError, KeyError, ValueError...)
         raise DataError(
             f"could not read {what} of {path}: {exc}; run the {stage} stage first"
         ) from None
@@ -128,9 +140,6 @@ def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
     import anndata as ad
     import h5py
 
-    from src.app.core.data.h5ad import require_file
-
-    require_file(path, "embed output", "run the embed stage first")
     try:
         with h5py.File(path, "r") as f:
             latent = np.asarray(f[f"obsm/{LATENT_KEY}"])
@@ -142,11 +151,33 @@ def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
                     np.asarray(f[f"obsm/{PROBA_KEY}"]),
                     [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
                 )
-    except (OSError, KeyError) as exc:
+    except AppError:
+        raise
+    except Exception as exc:  # as in _read_element
         raise DataError(
             f"could not read the embedding {path}: {exc}; run the embed stage first"
         ) from None
+    _check_embedding(path, latent, len(obs), head)
     return latent, obs, head
+
+
+def _check_embedding(path: str | Path, latent: np.ndarray, n_cells: int, head: Any) -> None:
+    """A latent (and class probabilities, one column per class) of one finite row per cell."""
+    arrays = {"latent": latent, "class probabilities": head[1] if head else None}
+    for name, values in arrays.items():
+        if values is None:
+            continue
+        fits = values.ndim == 2 and values.shape[0] == n_cells and values.dtype.kind == "f"
+        if not fits or not np.isfinite(values).all():
+            raise DataError(
+                f"the embedding {path} is damaged: its {name} ({values.shape}, {values.dtype}) "
+                f"are not finite numbers for {n_cells} cells; run the embed stage again"
+            )
+    if head and (not head[0] or head[1].shape[1] != len(head[2])):
+        raise DataError(
+            f"the embedding {path} is damaged: its classifier head (label key {head[0]!r}, "
+            f"{len(head[2])} classes) does not fit its probabilities; run the embed stage again"
+        )
 
 
 def read_json(path: str | Path, *, stage: str) -> Any:
@@ -176,7 +207,10 @@ def evaluate(
 ) -> dict:
     """Preprocessed h5ad (labels, ``.X`` for the PCA baseline) + the embed stage's latent and
     head predictions -> ``metrics.json`` and ``annotated.h5ad``, from the same fits."""
-    from src.app.core.data.h5ad import write_with_additions
+    from src.app.core.data.h5ad import check_h5ad, write_with_additions
+
+    check_h5ad(input, "preprocess output", PREPROCESS_HINT)
+    check_h5ad(embedded, "embed output", "run the embed stage first")
     from src.app.core.evaluate.annotate import annotations
     from src.app.core.evaluate.run import evaluate_run
 
@@ -188,6 +222,11 @@ def evaluate(
             "rerun the embed stage on this data"
         )
     obs = obs.join(cells.set_index(obs.index), rsuffix="_embed")
+    if head is not None and head[0] not in obs.columns:
+        raise DataError(
+            f"{embedded} predicts label key {head[0]!r}, which {input} lacks; rerun the embed "
+            "stage on this data"
+        )
     expression = None
     if cfg.baseline.method != "none":
         expression = _read_element(input, "X", "the expression matrix .X", "preprocess")
@@ -198,8 +237,9 @@ def evaluate(
     with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:
         write_json(tmp_metrics, evaluation.metrics)
         write_with_additions(
-            input, tmp_annotated, obs=added.obs, obsm=added.obsm, obsp=added.obsp, uns=added.uns
-        )
+            input, tmp_annotated, obs=added.obs, obsm=added.obsm, obsp=added.obsp, uns=added.uns,
+            what="preprocess output",
+        )  # fmt: skip
     metrics = evaluation.metrics
     first = cfg.eval.label_keys[0]
     log.info("kNN macro F1 (%s): %.3f", first, metrics["f1_macro"])
@@ -222,23 +262,36 @@ def plot(
     """annotated.h5ad + metrics.json + the training history -> the figures in folder ``output``
     (umap, confusion, label_efficiency, training_curves .png); returns their paths. Reads and
     draws only."""
-    import anndata as ad
-
-    from src.app.core.plot.run import plot_run
+    from src.app.checksums import manifest_problem
+    from src.app.core.data.h5ad import check_h5ad, reading
     from src.app.layout import FIGURES, figure_path
 
     results = read_json(metrics, stage="evaluate")
-    history = read_json(Path(model_dir) / "history.json", stage="train")
-    try:
+    history_file = Path(model_dir) / "history.json"
+    history = read_json(history_file, stage="train")
+    problem = manifest_problem(model_dir, (history_file.name,))
+    if problem is not None:
+        raise DataError(f"checkpoint {model_dir} is damaged: {problem}; rerun the train stage")
+    check_h5ad(input, "evaluate output", "run the evaluate stage first")
+    import anndata as ad
+
+    from src.app.core.plot.run import plot_run
+
+    with reading(input, "evaluate output", expected="the evaluate stage's annotated.h5ad"):
         adata = ad.read_h5ad(input, backed="r")  # .obs, .obsm and .uns; .X stays on disk
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(
-            f"{input} could not be read ({exc}); run the evaluate stage first"
-        ) from None
-    figures = {name: figure_path(output, name) for name in FIGURES}
     try:
-        plot_run(adata, results, history, figures, dpi=cfg.viz.dpi)
+        with staged_files(output) as tmp:  # all figures or none
+            staged = {name: figure_path(tmp, name) for name in FIGURES}
+            plot_run(adata, results, history, staged, dpi=cfg.viz.dpi)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, AppError):
+            raise
+        raise DataError(
+            f"{metrics}, {history_file} or {input} does not hold what the train and evaluate "
+            f"stages write ({type(exc).__name__}: {exc}); rerun them"
+        ) from exc
     finally:
         adata.file.close()
-    log.info("figures: %s", ", ".join(str(p) for p in figures.values()))
-    return list(figures.values())
+    figures = [figure_path(output, name) for name in FIGURES]
+    log.info("figures: %s", ", ".join(str(p) for p in figures))
+    return figures

@@ -1,7 +1,8 @@
 """``ModelAdapter``: the framework-facing side of the model (fit, predict, save, load).
 
 A checkpoint folder holds ``weights.safetensors`` (tensors only, nothing is unpickled) and
-``model.json`` (network config, gene names, versions) and ``history.json``.
+``model.json`` (network config, gene names, versions) and ``history.json``, and
+``SHA256SUMS`` of them, which :meth:`ModelAdapter.load` checks last.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from src.app.checksums import manifest_problem
 from src.app.config import DECODERS, LIKELIHOODS, Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.model.nn import VAE, VAEConfig
@@ -247,6 +249,9 @@ class ModelAdapter:
             ) from None
         history_file = path / HISTORY_FILE
         history = _read_json(history_file, list) if history_file.exists() else []
+        problem = manifest_problem(path)  # last: the checks above give the clearer messages
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}; retrain it")
         self.module = module.to(self.runtime.device).eval()
         self.gene_names = gene_names
         self.label_categories = label_categories

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from src.app.config import SOURCE_PBMC3K, DataConfig
+from src.app.core.data.h5_guard import check_hdf5
 from src.app.core.data.h5ad import check_unique, read_h5ad, reading
-from src.app.errors import DataError
-from src.app.io_utils import atomic_path
+from src.app.errors import DataError, OutputError
+from src.app.io_utils import atomic_path, disk_full
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -90,6 +91,8 @@ def read_counts(path: str | Path) -> ad.AnnData:
         )
     import scanpy as sc
 
+    if not path.is_dir():
+        check_hdf5(path, what="data source", expected="a complete 10x .h5 file")
     with reading(path, "data source", expected="a complete 10x mtx folder or .h5 file"):
         if path.is_dir():
             adata = sc.read_10x_mtx(path, var_names="gene_symbols", make_unique=True)
@@ -218,6 +221,10 @@ def fetch_pbmc3k(
             with tarfile.open(tarball) as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
+            if disk_full(exc):
+                raise OutputError(
+                    f"cannot unpack {tarball} into {cache_dir}: the file system is full"
+                ) from None
             tarball.unlink(missing_ok=True)
             raise DataError(f"{tarball} is not a valid tarball ({exc}); it was removed") from None
         matrices = sorted(Path(tmp).rglob("matrix.mtx*"))

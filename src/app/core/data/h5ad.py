@@ -2,8 +2,9 @@
 additions the embed stage writes into a copy of one.
 
 A missing, truncated, non-HDF5 or non-AnnData file, or one whose parts are inconsistent, becomes a
-:class:`DataError` that names the file. (libhdf5 itself may still crash on some byte-level damage
-inside an otherwise valid file; truncation, the usual damage of an interrupted copy, is caught.)
+:class:`DataError` that names the file. Byte-level damage too: :func:`check_h5ad` (``h5_guard``)
+checks a file's seal and walks its structure in a forked child before a stage reads it, so that a
+crash or a hang of libhdf5 costs the child only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from src.app.core.data.h5_guard import check_hdf5
 from src.app.errors import DataError
+from src.app.io_utils import disk_full
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -54,6 +57,14 @@ def require_file(path: str | Path, what: str, hint: str = "") -> Path:
     return path
 
 
+def check_h5ad(path: str | Path, what: str, hint: str = "") -> Path:
+    """``path`` as a Path once it exists and passes the damage checks of ``h5_guard``; a
+    :class:`DataError` naming ``what``, the file and the element at fault otherwise."""
+    path = require_file(path, what, hint)
+    check_hdf5(path, what=what)
+    return path
+
+
 @contextlib.contextmanager
 def reading(
     path: str | Path, what: str, *, expected: str = "a complete .h5ad file"
@@ -64,6 +75,8 @@ def reading(
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # the readers raise many types (OSError, KeyError, IORegistryError...)
+        if disk_full(exc):  # a write in the block: the writer's OutputError says it best
+            raise
         raise DataError(
             f"{what} {path} could not be read ({type(exc).__name__}: {exc}); is it {expected}?"
         ) from None
@@ -71,11 +84,31 @@ def reading(
 
 def read_h5ad(path: str | Path, *, what: str, hint: str = "") -> ad.AnnData:
     """The whole AnnData of ``path`` in memory."""
+    path = check_h5ad(path, what, hint)  # first: a forked check is cheap before big imports
     import anndata as ad
 
-    path = require_file(path, what, hint)
     with reading(path, what):
-        return ad.read_h5ad(path)
+        adata = ad.read_h5ad(path)
+    parts = {"X": adata.X, **{f"layers/{k}": v for k, v in adata.layers.items()}}
+    parts |= {f"obsp/{k}": v for k, v in adata.obsp.items()}
+    if adata.raw is not None:
+        parts["raw/X"] = adata.raw.X
+    for key, matrix in parts.items():
+        check_sparse(matrix, f"{what} {path}", key)
+    return adata
+
+
+def check_sparse(matrix: Any, where: str, key: str) -> None:
+    """Refuse a sparse matrix whose index arrays do not describe its shape (anndata does not
+    check them; scipy then reads out of bounds, and may crash). O(stored values)."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(matrix) or matrix.format not in ("csr", "csc"):
+        return
+    try:
+        matrix.check_format(full_check=True)
+    except ValueError as exc:
+        raise DataError(f"{where}: its matrix {key} is damaged ({exc})") from None
 
 
 def read_annotations(path: str | Path, *, what: str, hint: str = "") -> tuple[pd.DataFrame, Any]:
@@ -189,15 +222,17 @@ def write_with_additions(
     obsm: Mapping[str, np.ndarray],
     uns: Mapping[str, Any],
     obsp: Mapping[str, Any] | None = None,
+    what: str = "data",
 ) -> None:
     """Copy the h5ad ``source`` to ``dest`` and add ``.obs`` columns, ``.obsm`` arrays, ``.obsp``
     cell x cell matrices and ``.uns`` entries (replacing any of the same name), without loading
-    its matrices."""
+    its matrices. Damage in ``source`` that only a write meets (a group's heap) is a DataError
+    naming ``what`` and ``source``."""
     import anndata as ad
     import h5py
 
     shutil.copyfile(source, dest)
-    with h5py.File(dest, "r+") as f:
+    with reading(source, what), h5py.File(dest, "r+") as f:
         table = ad.io.read_elem(f["obs"])
         for name, values in obs.items():
             table[name] = values
