@@ -108,13 +108,12 @@ def result_row(method: str, seconds: float, epochs: int, **extra: Any) -> dict[s
 # --- children: one method each ----------------------------------------------------------------
 
 
-def run_ours(pre_h5ad: Path) -> dict[str, Any]:
+def fit_ours(cfg: Any, runtime: Any, pre_h5ad: Path) -> tuple[Any, list, float, Any, Any]:
+    """Fit our model on a preprocessed h5ad: ``(data, history, fit seconds, latent, the head's
+    predicted labels)``; data loading is outside the timed fit."""
     from src.app.core.data_adapter import DataAdapter
-    from src.app.core.model.runtime import runtime_for
     from src.app.core.model_adapter import ModelAdapter
 
-    cfg = load_cfg()
-    runtime = runtime_for(cfg, profile=load_profile(cfg))
     data = DataAdapter(cfg, runtime=runtime, path=pre_h5ad)
     start = time.perf_counter()
     model = ModelAdapter(cfg, runtime=runtime)
@@ -122,6 +121,15 @@ def run_ours(pre_h5ad: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     latent = model.predict(data.iter_all_batches())
     predicted, _ = model.predict_labels(data.iter_all_batches())
+    return data, history, seconds, latent, predicted
+
+
+def run_ours(pre_h5ad: Path) -> dict[str, Any]:
+    from src.app.core.model.runtime import runtime_for
+
+    cfg = load_cfg()
+    runtime = runtime_for(cfg, profile=load_profile(cfg))
+    data, history, seconds, latent, predicted = fit_ours(cfg, runtime, pre_h5ad)
     rss = peak_rss_mb()
     return result_row(
         "ours",

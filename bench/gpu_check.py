@@ -175,9 +175,7 @@ def pbmc_config(device: str) -> Any:
 def child_pbmc(args: argparse.Namespace) -> dict[str, Any]:
     """Train our model on the preprocessed PBMC 3k and score it as bench_training does."""
     from bench import bench_training
-    from src.app.core.data_adapter import DataAdapter
     from src.app.core.model.runtime import runtime_for
-    from src.app.core.model_adapter import ModelAdapter
 
     cfg = pbmc_config(args.device)
     runtime = runtime_for(cfg, profile=machine_profile(args.device, args.threads))
@@ -187,13 +185,7 @@ def child_pbmc(args: argparse.Namespace) -> dict[str, Any]:
         autocast=args.autocast and args.device == "cuda",
         epochs=args.epochs or runtime.epochs,
     )
-    data = DataAdapter(cfg, runtime=runtime, path=args.pre)
-    start = time.perf_counter()
-    model = ModelAdapter(cfg, runtime=runtime)
-    history = model.fit(data)
-    seconds = time.perf_counter() - start
-    latent = model.predict(data.iter_all_batches())
-    predicted, _ = model.predict_labels(data.iter_all_batches())
+    data, history, seconds, latent, predicted = bench_training.fit_ours(cfg, runtime, args.pre)
     f1 = bench_training.f1_table(latent, data.obs, cfg)[LABEL_KEY]
     return bench_training.result_row(
         "ours",

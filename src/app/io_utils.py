@@ -46,7 +46,8 @@ def _umask() -> int:
     return mask
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` runs (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +62,7 @@ def _remove_stale(path: Path) -> None:
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.{_HOST}-(\d+)\.")
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.{_HOST}-*"):
         match = pattern.match(leftover.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.app.errors import OutputError
+from src.app.io_utils import pid_alive
 
 try:
     import fcntl
@@ -128,13 +129,7 @@ def _alive(owner: dict) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _same_file(fd: int, path: Path) -> bool:
