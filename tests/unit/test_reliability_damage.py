@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from src.app.checksums import TRAILER_LEN, seal, seal_status
@@ -163,3 +164,27 @@ def test_damaged_inputs_of_every_stage_never_crash(tmp_path):
     assert not result["bad"], "\n".join(result["bad"][:10])
     assert sum(result["h5ad"].get(k, 0) for k in ("error", "same", "different")) == 264
     assert sum(result["other"].get(k, 0) for k in ("error", "same", "different")) == 40
+
+
+def test_a_process_with_other_threads_walks_in_a_new_interpreter(tmp_path, monkeypatch):
+    """A fork of a process that runs jax (or other threads) may deadlock: a new interpreter."""
+    import types
+
+    import anndata as ad
+
+    from src.app.core.data import h5_guard
+
+    path = tmp_path / "small.h5ad"
+    ad.AnnData(np.ones((3, 2), dtype=np.float32)).write_h5ad(path)
+    calls = []
+    real = h5_guard._guarded_walk
+
+    def spy(where, stall_s, *, spawn=False):
+        calls.append(spawn)
+        return real(where, stall_s, spawn=spawn)
+
+    monkeypatch.setattr(h5_guard, "_guarded_walk", spy)
+    assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
+    assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
+    assert calls == [False, True]

@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,10 @@ def _walk_outside(path: Path, stall_s: float) -> tuple[str, str, str]:
         except Exception as exc:
             return reached[-1], "error", f"{type(exc).__name__}: {exc}"
         return reached[-1], "ok", ""
+    # a fork copies no other thread, so a lock one of them holds stays held in the child: where
+    # this process runs other threads (python's, or jax's runtime) a new interpreter is safer
+    if threading.active_count() > 1 or "jax" in sys.modules:
+        return _guarded_walk(path, stall_s, spawn=True)
     found = _guarded_walk(path, stall_s)
     if found[1] == "unstarted":
         found = _guarded_walk(path, stall_s, spawn=True)
