@@ -120,3 +120,17 @@ def test_highly_variable_genes_are_chosen_per_batch(raw_adata):
     assert list(pre.obs["sample"].cat.categories) == ["s1", "s2"]
     with pytest.raises(DataError, match="'donor' is not a column"):
         preprocess(raw, PreprocessConfig(n_top_genes=100), seed=0, batch_key="donor")
+
+
+def test_with_a_transfer_key_the_head_sees_reference_labels_only(tmp_path, runtime, pre_adata):
+    adata = with_samples(pre_adata, ("ctrl", "stim"))
+    plain = DataAdapter(small_config(tmp_path), runtime=runtime, adata=adata)
+    cfg = small_config(tmp_path, eval={"transfer_key": "sample", "transfer_reference": ["ctrl"]})
+    data = DataAdapter(cfg, runtime=runtime, adata=adata)
+    stim = (adata.obs["sample"] == "stim").to_numpy()
+    assert plain.label_visible[stim].any()  # without the key both sides show labels
+    assert not data.label_visible[stim].any()
+    assert data.label_visible[~stim].sum() >= len(data.label_categories)
+    from src.app.core.data.labels import visible_cells
+
+    assert (visible_cells(adata.obs, cfg) == data.label_visible).all()

@@ -17,7 +17,14 @@ rule embed:
         **resources_for("embed"),
     params:
         # the head's label key names the prediction columns; the likelihood picks the matrix
-        cfg=config_keys("annotation", "model.likelihood", "data.batch_key", "seed"),
+        cfg=config_keys(
+            "annotation",
+            "model.likelihood",
+            "data.batch_key",
+            "eval.transfer_key",
+            "eval.transfer_reference",
+            "seed",
+        ),
         cli=cli,
     shell:
         "{params.cli} embed --model_dir {input.model} --input {input.data}"

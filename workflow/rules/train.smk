@@ -14,7 +14,15 @@ rule train:
     resources:
         **resources_for("train"),
     params:
-        cfg=config_keys("model", "train", "annotation", "data.batch_key", "seed"),
+        cfg=config_keys(
+            "model",
+            "train",
+            "annotation",
+            "data.batch_key",
+            "eval.transfer_key",
+            "eval.transfer_reference",
+            "seed",
+        ),
         defaults=machine_defaults,
         cli=cli,
     shell:

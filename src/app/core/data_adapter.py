@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from src.app.config import COUNT_LIKELIHOODS, AnnotationConfig, Config
+from src.app.config import COUNT_LIKELIHOODS, Config
 from src.app.core.data.h5ad import StoredMatrix, check_unique, read_annotations
-from src.app.core.data.labels import draw_visible
+from src.app.core.data.labels import head_draw
 from src.app.core.data.labels import label_codes as classify_codes
 from src.app.core.data.preprocess import COUNTS_LAYER, SPLIT_KEY, batch_column
 from src.app.core.data.row_store import (
@@ -83,14 +83,12 @@ class Batch:
         return int(self.x.shape[0])
 
 
-def label_codes(
-    obs: pd.DataFrame, cfg: AnnotationConfig, *, seed: int
-) -> tuple[list[str], np.ndarray]:
-    """Label categories and the visible label codes (-1 hidden/unknown): a seeded, stratified
-    ``label_fraction`` of each class (:func:`src.app.core.data.labels.draw_visible`)."""
-    if cfg.label_key is None:
+def label_codes(obs: pd.DataFrame, cfg: Config) -> tuple[list[str], np.ndarray]:
+    """Label categories and the visible label codes (-1 hidden/unknown): the classifier head's
+    draw (:func:`src.app.core.data.labels.head_draw`)."""
+    key = cfg.annotation.label_key
+    if key is None:
         return [], np.full(len(obs), -1, dtype=np.int64)
-    key = cfg.label_key
     if key not in obs:
         raise DataError(
             f"annotation.label_key '{key}' is not in the data's .obs; available: "
@@ -103,7 +101,7 @@ def label_codes(
         raise DataError(
             f"annotation.label_key '{key}' has a single class ({categories[0]!r}); need >= 2"
         )
-    visible = draw_visible(all_codes, fraction=cfg.label_fraction, seed=seed)
+    visible = head_draw(obs, key, cfg)
     return categories, np.where(visible, all_codes, -1).astype(np.int64)
 
 
@@ -168,7 +166,7 @@ class DataAdapter:
         self.obs = obs
         self.gene_names = [str(g) for g in var_names]
         self.n_cells, self.n_genes = len(obs), len(var_names)
-        self.label_categories, self.visible_codes = label_codes(obs, cfg.annotation, seed=cfg.seed)
+        self.label_categories, self.visible_codes = label_codes(obs, cfg)
         self.batch_categories, batch = batch_codes(
             obs, cfg.data.batch_key, known=batch_categories, where=where
         )

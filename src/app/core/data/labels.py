@@ -3,11 +3,14 @@ the classifier head, the evaluation and the annotated output)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
 from src.app.config import Config
 from src.app.core.data.keys import VISIBLE_KEY
+from src.app.errors import DataError
 
 
 def label_codes(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -42,5 +45,48 @@ def visible_cells(obs: pd.DataFrame, cfg: Config) -> np.ndarray:
         return obs[VISIBLE_KEY].to_numpy(dtype=bool)
     key = cfg.annotation.label_key
     key = key if key in obs.columns else cfg.eval.label_keys[0]
+    return head_draw(obs, key, cfg)
+
+
+def head_draw(obs: pd.DataFrame, key: str, cfg: Config) -> np.ndarray:
+    """The classifier head's visible labels (cells,): a seeded, stratified
+    ``annotation.label_fraction`` of the labelled cells of ``obs[key]``; with
+    ``eval.transfer_key`` drawn among the reference cells only, so the cells that cross-batch
+    transfer predicts never show their labels to the model."""
     codes, _ = label_codes(obs[key])
+    if cfg.eval.transfer_key is not None:
+        reference = transfer_split(obs, cfg.eval.transfer_key, cfg.eval.transfer_reference)
+        codes = np.where(reference, codes, -1)
     return draw_visible(codes, fraction=cfg.annotation.label_fraction, seed=cfg.seed)
+
+
+def strings(values: pd.Series) -> np.ndarray:
+    """The values as strings, None where missing."""
+    raw = values.astype("object").to_numpy()
+    return np.array([str(v) if pd.notna(v) else None for v in raw], dtype=object)
+
+
+def transfer_split(obs: pd.DataFrame, transfer_key: str, reference: Sequence[str]) -> np.ndarray:
+    """Which cells are in the reference (their ``obs[transfer_key]`` is one of ``reference``);
+    fails naming the key and the available values when the column or a value is missing, or
+    when no cell is left to predict."""
+    if transfer_key not in obs.columns:
+        raise DataError(
+            f"eval.transfer_key '{transfer_key}' is not a column of the data's .obs; "
+            f"available: {sorted(map(str, obs.columns))}"
+        )
+    values = strings(obs[transfer_key])
+    available = sorted({v for v in values if v is not None})
+    missing = [str(r) for r in reference if str(r) not in available]
+    if missing:
+        raise DataError(
+            f"eval.transfer_reference {missing} not among the values of .obs['{transfer_key}'] "
+            f"(eval.transfer_key); available: {available}"
+        )
+    in_reference = np.isin(values.astype(str), [str(r) for r in reference]) & pd.notna(values)
+    if in_reference.all():
+        raise DataError(
+            f"eval.transfer_reference {list(reference)} holds every cell of .obs['{transfer_key}']"
+            f"; leave out a value to predict (available: {available})"
+        )
+    return in_reference

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.app.core.data.labels import strings, transfer_split
 from src.app.core.evaluate.classify import METHODS, fit_predict
 from src.app.core.evaluate.metrics import macro_f1
 from src.app.core.evaluate.representation import labelled
@@ -145,38 +146,6 @@ def batch_metrics(
     return out
 
 
-def _strings(values: pd.Series) -> np.ndarray:
-    """The values as strings, None where missing."""
-    raw = values.astype("object").to_numpy()
-    return np.array([str(v) if pd.notna(v) else None for v in raw], dtype=object)
-
-
-def transfer_split(obs: pd.DataFrame, transfer_key: str, reference: Sequence[str]) -> np.ndarray:
-    """Which cells are in the reference (their ``obs[transfer_key]`` is one of ``reference``);
-    fails naming the key and the available values when the column or a value is missing, or
-    when no cell is left to predict."""
-    if transfer_key not in obs.columns:
-        raise DataError(
-            f"eval.transfer_key '{transfer_key}' is not a column of the data's .obs; "
-            f"available: {sorted(map(str, obs.columns))}"
-        )
-    values = _strings(obs[transfer_key])
-    available = sorted({v for v in values if v is not None})
-    missing = [str(r) for r in reference if str(r) not in available]
-    if missing:
-        raise DataError(
-            f"eval.transfer_reference {missing} not among the values of .obs['{transfer_key}'] "
-            f"(eval.transfer_key); available: {available}"
-        )
-    in_reference = np.isin(values.astype(str), [str(r) for r in reference]) & pd.notna(values)
-    if in_reference.all():
-        raise DataError(
-            f"eval.transfer_reference {list(reference)} holds every cell of .obs['{transfer_key}']"
-            f"; leave out a value to predict (available: {available})"
-        )
-    return in_reference
-
-
 def _transfer_key(
     embeddings: dict[str, np.ndarray],
     key: str,
@@ -249,7 +218,7 @@ def cross_batch_transfer(
     for name, rep in embeddings.items():
         if len(rep) != len(obs):
             raise DataError(f"{name} has {len(rep)} rows but the data has {len(obs)} cells")
-    values = _strings(obs[transfer_key])
+    values = strings(obs[transfer_key])
     out: dict[str, Any] = {
         "transfer_key": transfer_key,
         "reference": [str(r) for r in reference],
