@@ -31,7 +31,7 @@ def test_label_codes_sort_names_and_mark_unlabelled():
 
 
 def test_draw_keeps_every_class_and_matches_the_classifier_heads_draw():
-    from src.app.config import AnnotationConfig
+    from src.app.config import config_from_dict
     from src.app.core.data_adapter import label_codes as head_codes
 
     values = np.array(["T"] * 200 + ["B"] * 50 + ["Platelet"] * 3 + [None] * 10, dtype=object)
@@ -42,7 +42,10 @@ def test_draw_keeps_every_class_and_matches_the_classifier_heads_draw():
     assert not visible[codes < 0].any()
     np.testing.assert_array_equal(visible, draw_visible(codes, fraction=0.01, seed=3))
     obs = pd.DataFrame({"cell_type": values})
-    head = head_codes(obs, AnnotationConfig("cell_type", label_fraction=0.01), seed=3)[1] >= 0
+    cfg = config_from_dict(
+        {"seed": 3, "annotation": {"label_key": "cell_type", "label_fraction": 0.01}}
+    )
+    head = head_codes(obs, cfg)[1] >= 0
     np.testing.assert_array_equal(visible, head)
 
 

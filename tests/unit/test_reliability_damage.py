@@ -184,6 +184,9 @@ def test_a_process_with_other_threads_walks_in_a_new_interpreter(tmp_path, monke
         return real(where, stall_s, spawn=spawn)
 
     monkeypatch.setattr(h5_guard, "_guarded_walk", spy)
+    # a single-threaded process without jax forks (pytest-xdist's worker runs other threads)
+    monkeypatch.setattr(h5_guard.threading, "active_count", lambda: 1)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
     assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
     monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
     assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
