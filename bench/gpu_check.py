@@ -54,6 +54,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -460,14 +461,22 @@ def step_pbmc(check: Check) -> list[dict]:
     if not check.pre.exists():
         raise StepFailed("PBMC 3k", "no preprocessed data: the preprocess step failed")
     settings = [("cuda", 1), ("cuda", 0), ("cpu", 0)] if check.cuda else [("cpu", 0)]
-    rows, failed = [], []
+    children = []
     for device, autocast in settings:
         epochs = check.cpu_epochs if device == "cpu" else None
         extra = ["--pre", check.pre, "--device", device, "--autocast", autocast]
         extra += ["--epochs", epochs] if epochs else []
-        step = f"PBMC 3k {device} autocast {'on' if autocast else 'off'}"
+        children.append((f"PBMC 3k {device} autocast {'on' if autocast else 'off'}", extra))
+    return run_children(check, "pbmc", children, pbmc_row)
+
+
+def run_children(check: Check, kind: str, children: list, row: Callable) -> list[dict]:
+    """A child of ``kind`` per ``(step, extra args)``, each turned into a table row by ``row``;
+    every child runs even when one fails, then one StepFailed names the failed steps."""
+    rows, failed = [], []
+    for step, extra in children:
         try:
-            rows.append(pbmc_row(run_child(check, step, "pbmc", *extra)))
+            rows.append(row(run_child(check, step, kind, *extra)))
         except StepFailed as exc:
             failed.append(exc)
     if failed:
@@ -542,17 +551,14 @@ def scale_row(r: dict[str, Any]) -> dict[str, Any]:
 def step_scale(check: Check, writer: subprocess.Popen | None) -> list[dict]:
     wait_writer(check, writer)
     device = "cuda" if check.cuda else "cpu"
-    rows, failed = [], []
-    for layout in ("dense", "sparse"):
-        step = f"synthetic {size_label(check.cells)} {device} {layout}"
-        extra = ["--path", check.synthetic, "--device", device, "--layout", layout]
-        try:
-            rows.append(scale_row(run_child(check, step, "scale", *extra)))
-        except StepFailed as exc:
-            failed.append(exc)
-    if failed:
-        raise StepFailed(", ".join(e.step for e in failed), failed[0].reason, rows)
-    return rows
+    children = [
+        (
+            f"synthetic {size_label(check.cells)} {device} {layout}",
+            ["--path", check.synthetic, "--device", device, "--layout", layout],
+        )
+        for layout in ("dense", "sparse")
+    ]
+    return run_children(check, "scale", children, scale_row)
 
 
 def ours_epoch(rows: list[dict], check_prefix: str, device: str) -> float | None:

@@ -20,7 +20,7 @@ from src.app.config import DECODERS, LIKELIHOODS, Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.model.nn import VAE, VAEConfig
 from src.app.core.model.runtime import runtime_for
-from src.app.core.model.train_loop import encode_means, train_vae
+from src.app.core.model.train_loop import encode_means, on_device, train_vae
 from src.app.errors import CheckpointError
 from src.app.io_utils import atomic_path
 from src.app.machine import Runtime
@@ -141,7 +141,7 @@ class ModelAdapter:
         device = torch.device(self.runtime.device)
         means, probs = [], []
         for x, codes in self._inputs(batches, batch):
-            mean = module.inference(x.to(device), None if codes is None else codes.to(device))[0]
+            mean = module.inference(*on_device(x, codes, device))[0]
             means.append(mean.float().cpu())
             if module.cfg.n_labels > 0:
                 probs.append(torch.softmax(module.classify(mean).float(), -1).cpu())

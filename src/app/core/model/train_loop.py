@@ -69,7 +69,8 @@ def batch_loss(module: VAE, batch: Batch, cfg: Config, *, kl: float) -> LossTerm
     )
 
 
-def _on(x: torch.Tensor, batch: torch.Tensor | None, device: str) -> tuple:
+def on_device(x: torch.Tensor, batch: torch.Tensor | None, device: str | torch.device) -> tuple:
+    """An encoder input and its batch codes (or None) on ``device``."""
     return x.to(device), None if batch is None else batch.to(device)
 
 
@@ -81,7 +82,7 @@ def encode_means(
     by chunk (codes None for a model without batches)."""
     module.eval()
     # kept on the device until the end: one copy to the host, not one (and a sync) per chunk
-    means = [module.inference(*_on(x, b, device))[0].float() for x, b in inputs]
+    means = [module.inference(*on_device(x, b, device))[0].float() for x, b in inputs]
     if not means:
         return np.zeros((0, module.cfg.latent_dim), dtype=np.float32)
     return torch.cat(means).cpu().numpy()
