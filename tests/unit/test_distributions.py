@@ -9,8 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
-from scipy.special import expit
 
 from src.app.core.data.row_store import check_counts
 from src.app.core.model.distributions import (
@@ -39,6 +37,8 @@ def nb_draws() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def scipy_nb(x, mu, theta) -> np.ndarray:
+    from scipy import stats  # here, not at collection: scipy.stats costs every worker 0.7 s
+
     return stats.nbinom.logpmf(x, n=theta, p=theta / (theta + mu))
 
 
@@ -52,6 +52,8 @@ def test_nb_matches_scipy(nb_draws):
 
 
 def test_poisson_matches_scipy():
+    from scipy import stats
+
     rng = np.random.default_rng(1)
     rate = 10.0 ** rng.uniform(-3, 5, N)
     x = rng.poisson(rate).astype(np.float64)
@@ -60,6 +62,9 @@ def test_poisson_matches_scipy():
 
 
 def test_zinb_matches_hand_built_mixture(nb_draws):
+    from scipy import stats
+    from scipy.special import expit
+
     x, mu, theta = nb_draws
     logits = np.random.default_rng(2).uniform(-6, 6, N)
     pi = expit(logits)
