@@ -33,6 +33,7 @@ STAGE_COMMANDS = (
     "embed",
     "evaluate",
     "plot",
+    "map",
     "write-config",
 )
 COMMANDS = USER_COMMANDS + STAGE_COMMANDS
@@ -47,6 +48,8 @@ VALUE_OPTIONS = {
     "--embedded",
     "--metrics",
     "--annotated",
+    "--reference",
+    "--reference_raw",
 }
 
 
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "embed": "stage: checkpoint + preprocessed h5ad -> latent",
         "evaluate": "stage: preprocessed + embedded h5ad -> metrics.json and annotated.h5ad",
         "plot": "stage: annotated.h5ad + metrics.json + training history -> figures folder",
+        "map": "annotate a query (--input raw counts) with a trained run's --model_dir",
         "write-config": "stage: write the resolved config to --output",
     }
     for name in COMMANDS:
@@ -85,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embedded", help="the embed stage's h5ad (evaluate)")
         p.add_argument("--metrics", help="metrics.json (plot)")
         p.add_argument("--annotated", help="annotated.h5ad (evaluate)")
+        p.add_argument("--reference", help="the run's preprocessed.h5ad (map)")
+        p.add_argument("--reference_raw", help="the run's raw counts, for a refit (map)")
     return parser
 
 
@@ -157,6 +163,7 @@ def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> 
     paths = [args.output]
     paths += [args.latent] if command == "embed" else []
     paths += [args.annotated] if command == "evaluate" else []
+    paths += [args.metrics] if command == "map" else []
     paths += [args.model_dir] if command in ("train", "pipeline") else []
     written = [Path(p) for p in paths if p]
     if command in USER_COMMANDS or not args.output:
@@ -167,7 +174,17 @@ def _written(args: argparse.Namespace, command: str, layout: RunLayout, cfg) -> 
     return written
 
 
-PATH_OPTIONS = ("input", "output", "model_dir", "latent", "embedded", "metrics", "annotated")
+PATH_OPTIONS = (
+    "input",
+    "output",
+    "model_dir",
+    "latent",
+    "embedded",
+    "metrics",
+    "annotated",
+    "reference",
+    "reference_raw",
+)
 
 
 def _run_stage(command: str, cfg, layout: RunLayout, profile, **paths: str | Path | None) -> None:
@@ -207,6 +224,8 @@ def _run_stage(command: str, cfg, layout: RunLayout, profile, **paths: str | Pat
             annotated=pick("annotated", layout.annotated),
             profile=profile,
         )
+    elif command == "map":
+        _map_stage(cfg, profile, pick, model_dir=model_dir, paths=paths)
     elif command == "plot":
         stages.plot(
             cfg,
@@ -215,6 +234,31 @@ def _run_stage(command: str, cfg, layout: RunLayout, profile, **paths: str | Pat
             model_dir=model_dir,
             output=pick("output", layout.figures),
         )
+
+
+def _map_stage(cfg, profile, pick, *, model_dir: Path, paths: dict) -> None:
+    """``map``: the query ``--input`` annotated into ``--output``; beside it ``metrics.json``
+    (or ``--metrics``), ``umap.png`` and, after a refit, ``model_shared_genes/``. The reference
+    defaults to the run of ``--model_dir`` (its folder's preprocessed.h5ad)."""
+    from src.app import stages
+    from src.app.errors import ConfigError
+
+    if not paths.get("input") or not paths.get("output"):
+        raise ConfigError("map needs --input (the query's raw counts) and --output (its h5ad)")
+    output = Path(paths["output"])
+    run = RunLayout(model_dir.parent)
+    stages.map_query(
+        cfg,
+        model_dir=model_dir,
+        input=paths["input"],
+        reference=pick("reference", run.preprocessed),
+        reference_raw=pick("reference_raw", raw_path(cfg)),
+        output=output,
+        metrics=pick("metrics", output.parent / "metrics.json"),
+        figure=output.parent / "umap.png",
+        refit_dir=output.parent / "model_shared_genes",
+        profile=profile,
+    )
 
 
 def _run_user(args: argparse.Namespace, command: str, cfg, layout: RunLayout, profile) -> None:

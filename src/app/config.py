@@ -29,6 +29,7 @@ from src.app.sections import (
     Config,
     DataConfig,
     EvalConfig,
+    MapConfig,
     ModelConfig,
     PathsConfig,
     PreprocessConfig,
@@ -54,6 +55,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "EvalConfig",
+    "MapConfig",
     "ModelConfig",
     "PathsConfig",
     "PreprocessConfig",
@@ -83,10 +85,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
-    if origin is tuple:
-        _require(isinstance(value, list | tuple), key, f"must be a list, got {value!r}")
-        item_tp = typing.get_args(tp)[0]
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (tuple, dict):
+        return _coerce_collection(value, tp, key)
     if tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         _require(ok, key, f"must be a number, got {value!r}")
@@ -99,6 +99,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _require(isinstance(value, tp), key, f"must be a {_type_name(tp)}, got {value!r}")
         return value
     raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")  # pragma: no cover
+
+
+def _coerce_collection(value: Any, tp: Any, key: str) -> tuple | dict:
+    """A ``tuple[T, ...]`` from a list, or a ``dict[K, V]`` from a mapping."""
+    if typing.get_origin(tp) is tuple:
+        _require(isinstance(value, list | tuple), key, f"must be a list, got {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    _require(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
+    key_tp, value_tp = typing.get_args(tp)
+    return {
+        _coerce(k, key_tp, f"{key}.{k}"): _coerce(v, value_tp, f"{key}.{k}")
+        for k, v in value.items()
+    }
 
 
 def _build(cls: type, data: Any, prefix: str = "") -> Any:

@@ -270,6 +270,31 @@ class VizConfig:
 
 
 @dataclass(frozen=True)
+class MapConfig:
+    """Reference -> query mapping (the map stage): genes, query batches and ``unknown`` calls."""
+
+    # the query's .obs column naming its batches; null: the whole query is one batch
+    batch_key: str | None = None
+    # map with the checkpoint as it is (missing genes zero-filled) when the query has at least
+    # this share of its genes; else refit the reference model on the genes both data sets share
+    min_gene_fraction: float = 0.9
+    min_shared_genes: int = 200  # fail when the data sets share fewer genes
+    epochs: int = 100  # epochs fitting the query batches' weights (0: no surgery)
+    unknown_quantile: float = 0.01  # see config/README.md: the rule for `unknown`
+
+    def __post_init__(self) -> None:
+        _require(
+            self.batch_key is None or bool(self.batch_key.strip()),
+            "map.batch_key",
+            "must be null or a column name",
+        )
+        _require(0 < self.min_gene_fraction <= 1, "map.min_gene_fraction", "must be in (0, 1]")
+        _require(self.min_shared_genes >= 2, "map.min_shared_genes", "must be >= 2")
+        _require(self.epochs >= 0, "map.epochs", "must be >= 0")
+        _require(0 <= self.unknown_quantile < 0.5, "map.unknown_quantile", "must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     run_id: str = "pbmc3k"
@@ -282,10 +307,16 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     viz: VizConfig = field(default_factory=VizConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    # query name -> raw counts (.h5ad, 10x mtx folder or 10x .h5): one map job each
+    query: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
         check_safe_name(self.run_id, "run_id")
+        for name, path in self.query.items():
+            check_safe_name(name, f"query.{name}")
+            _require(bool(path.strip()), f"query.{name}", "must be a path")
 
     @property
     def run_dir(self) -> Path:

@@ -295,3 +295,52 @@ def plot(
     figures = [figure_path(output, name) for name in FIGURES]
     log.info("figures: %s", ", ".join(str(p) for p in figures))
     return figures
+
+
+def map_query(
+    cfg: Config,
+    *,
+    model_dir: str | Path,
+    input: str | Path,
+    reference: str | Path,
+    reference_raw: str | Path | None,
+    output: str | Path,
+    metrics: str | Path,
+    figure: str | Path,
+    refit_dir: str | Path,
+    profile: MachineProfile,
+) -> None:
+    """Checkpoint + preprocessed reference + a query's raw counts -> the query's annotated
+    h5ad, its ``metrics`` (where it has the reference's label columns; a stale one is removed
+    otherwise), the joint UMAP ``figure`` and, when the model was refit on the shared genes,
+    that model in ``refit_dir``. Nothing is written unless everything succeeded."""
+    import contextlib
+
+    from src.app.core.data.download import check_raw_counts, read_counts
+    from src.app.core.data.h5ad import read_h5ad
+    from src.app.core.map.run import map_query as run
+    from src.app.core.model.runtime import runtime_for
+    from src.app.core.plot.run import plot_mapping
+
+    query = read_counts(input)
+    check_raw_counts(query, where=f"query {input}")
+    ref = read_h5ad(reference, what="preprocessed reference", hint=PREPROCESS_HINT)
+    runtime = runtime_for(cfg, profile=profile)
+    raw = Path(reference_raw) if reference_raw else None
+    mapped = run(
+        cfg, model_dir=model_dir, reference=ref, raw_reference=raw, query=query,
+        runtime=runtime, where=f"query {input}",
+    )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        tmp_out = stack.enter_context(atomic_path(output))
+        tmp_fig = stack.enter_context(atomic_path(figure))
+        if mapped.metrics is not None:
+            write_json(stack.enter_context(atomic_path(metrics)), mapped.metrics)
+        mapped.annotated.write_h5ad(tmp_out, compression=profile.h5ad_compression)
+        plot_mapping(mapped.figure, tmp_fig, dpi=cfg.viz.dpi)
+    if mapped.metrics is None:
+        Path(metrics).unlink(missing_ok=True)
+    if mapped.refit is not None:
+        mapped.refit.save(refit_dir)
+        log.info("the model refit on the shared genes is in %s", refit_dir)
+    log.info("annotated query: %s", output)

@@ -20,6 +20,7 @@ from src.app.config import DECODERS, LIKELIHOODS, Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.model.nn import VAE, VAEConfig
 from src.app.core.model.runtime import runtime_for
+from src.app.core.model.surgery import fit_new_batches, with_new_batches
 from src.app.core.model.train_loop import encode_means, on_device, train_vae
 from src.app.errors import CheckpointError
 from src.app.io_utils import atomic_path
@@ -166,6 +167,23 @@ class ModelAdapter:
     def label_names(self, proba: np.ndarray) -> np.ndarray:
         """The most probable class name (cells,) of the head's probabilities (cells, classes)."""
         return np.asarray(self.label_categories, dtype=object)[proba.argmax(1)]
+
+    def with_new_batches(self, names: list[str]) -> ModelAdapter:
+        """A copy of this model for a query: ``names`` appended to its batches, whose weights
+        alone are trainable (architecture surgery, ``core/model/surgery.py``)."""
+        grown = ModelAdapter(self.cfg, runtime=self.runtime)
+        grown.module = with_new_batches(self._require_module(), len(names))
+        grown.gene_names, grown.label_categories = self.gene_names, self.label_categories
+        grown.batch_categories = [*self.batch_categories, *names]
+        return grown
+
+    def fit_new_batches(self, batches: DataAdapter, *, epochs: int) -> list[float]:
+        """Train the new batches' weights (see :meth:`with_new_batches`) on the query's
+        ``batches``; returns the loss of each epoch."""
+        return fit_new_batches(
+            self._require_module(), batches.iter_train_batches, epochs=epochs,
+            lr=self.runtime.lr, grad_clip_norm=self.cfg.train.grad_clip_norm,
+        )  # fmt: skip
 
     def check_genes(self, gene_names: list[str]) -> None:
         """Fail with what differs when data genes do not match the checkpoint's."""

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from src.app.config import PreprocessConfig
 from src.app.core.data.qc import run_qc
@@ -64,8 +65,6 @@ def preprocess(
     report in ``uns["preprocess"]["qc"]``. Fails when QC removes more than
     ``cfg.max_removed_fraction`` of the cells or too few remain for the train/val split.
     """
-    import scanpy as sc
-
     adata = adata.copy()
     adata.obs_names_make_unique()
     if batch_key is not None:
@@ -78,16 +77,36 @@ def preprocess(
             f"{adata.n_obs - n_val} of them for training after the val_fraction="
             f"{cfg.val_fraction} split (need >= 2); check the preprocess thresholds"
         )
+    adata = normalise_select(adata, cfg, seed=seed, batch_key=batch_key)
+    adata.uns["preprocess"]["qc"] = qc
+    return adata
+
+
+def normalise_select(
+    adata: ad.AnnData,
+    cfg: PreprocessConfig,
+    *,
+    seed: int,
+    batch_key: str | None = None,
+    split: np.ndarray | None = None,
+) -> ad.AnnData:
+    """Raw counts -> log-normalised HVGs (per batch with ``batch_key``): the preprocess
+    recipe after QC, also the map stage's refit on the genes a query shares. ``split``: each
+    cell's 'train'/'val' (default: a seeded draw of ``cfg.val_fraction``)."""
+    import scanpy as sc
+
     adata.layers[COUNTS_LAYER] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=cfg.target_sum)
     sc.pp.log1p(adata)
     n_top = min(cfg.n_top_genes, adata.n_vars)
     sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat", batch_key=batch_key)
-    adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
-    adata.obs[SPLIT_KEY] = split_labels(adata.n_obs, val_fraction=cfg.val_fraction, seed=seed)
-    adata.obs[SPLIT_KEY] = adata.obs[SPLIT_KEY].astype("category")
+    keep = adata.var["highly_variable"].to_numpy()
+    if split is None:
+        split = split_labels(adata.n_obs, val_fraction=cfg.val_fraction, seed=seed)
+    adata = adata[:, keep].copy()
+    adata.obs[SPLIT_KEY] = pd.Categorical(np.asarray(split, dtype=object))
     adata.uns.pop("log1p", None)
-    adata.uns["preprocess"] = {"n_top_genes": n_top, "target_sum": cfg.target_sum, "qc": qc}
+    adata.uns["preprocess"] = {"n_top_genes": n_top, "target_sum": cfg.target_sum}
     if batch_key is not None:
         adata.obs[batch_key] = adata.obs[batch_key].cat.remove_unused_categories()
         adata.uns["preprocess"]["batch_key"] = batch_key

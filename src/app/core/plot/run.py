@@ -81,3 +81,15 @@ def plot_run(
     plot_confusion(confusion_panels(metrics, label_keys), figures["confusion"], dpi=dpi)
     plot_label_efficiency(metrics, figures["label_efficiency"], dpi=dpi, label_keys=label_keys)
     plot_training_curves(history, figures["training_curves"], dpi=dpi)
+
+
+def plot_mapping(figure: dict[str, Any], out: str | Path, *, dpi: int) -> None:
+    """The map stage's UMAP of reference and query together: one panel by source, one by
+    label (the reference's labels, the query's predictions)."""
+    key = figure["key"]
+    panels = {
+        "source": pd.Series(figure["source"]),
+        f"{key}: reference labels, query predictions": pd.Series(figure["label"]),
+    }
+    second = (list(panels)[1],)  # its own row: the two panels do not share a legend
+    plot_embedding(np.asarray(figure["coords"]), panels, out, dpi=dpi, ncols=1, new_row=second)
