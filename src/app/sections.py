@@ -280,7 +280,9 @@ class MapConfig:
     min_gene_fraction: float = 0.9
     min_shared_genes: int = 200  # fail when the data sets share fewer genes
     epochs: int = 100  # epochs fitting the query batches' weights (0: no surgery)
-    unknown_quantile: float = 0.01  # see config/README.md: the rule for `unknown`
+    # `unknown`: a query cell farther from the reference than this share of the reference's cells
+    # of its predicted type are (times the query's shift; see core/map/predict.py)
+    unknown_quantile: float = 0.1
 
     def __post_init__(self) -> None:
         _require(

@@ -30,8 +30,10 @@ from src.app.core.data.query import (
 )
 from src.app.core.data_adapter import DataAdapter
 from src.app.core.map.predict import (
+    UNKNOWN,
     ReferenceClassifier,
     call_labels,
+    latent_distances,
     query_metrics,
     unknown_cells,
 )
@@ -186,16 +188,22 @@ def map_query(
     ref_data = DataAdapter(cfg, runtime=runtime, adata=ref.data)
     ref_latent = ref.model.predict(ref_data.iter_all_batches())
     latent, losses = _embed_query(cfg, ref, prepared, runtime=runtime)
-    unknown, distance, bounds = unknown_cells(ref_latent, latent, quantile=cfg.map.unknown_quantile)
+    ref_distance, distance = latent_distances(ref_latent, latent)
     ref_x, query_x = _dense(ref.data.X), _dense(prepared.X)
     obs = query.obs.drop(columns=[QUERY_BATCH]).copy()
     obs.index = prepared.obs_names
     metrics: dict[str, Any] = {}
+    unknown_info: dict[str, Any] = {}
     for key in keys:
-        clf = ReferenceClassifier.fit(
-            ref_latent, ref_x, ref.data.obs[key].to_numpy(), seed=cfg.seed
-        )
-        labels, confidence = call_labels(clf.proba(latent, query_x), clf.classes, unknown)
+        ref_labels = ref.data.obs[key].to_numpy()
+        clf = ReferenceClassifier.fit(ref_latent, ref_x, ref_labels, seed=cfg.seed)
+        labels, confidence = call_labels(clf.proba(latent, query_x), clf.classes)
+        unknown, bounds = unknown_cells(
+            ref_distance, distance, ref_labels, labels, query_latent=latent,
+            query_batches=query.obs[QUERY_BATCH].to_numpy(), quantile=cfg.map.unknown_quantile,
+        )  # fmt: skip
+        labels[unknown] = UNKNOWN
+        unknown_info[key] = {**bounds, "n_unknown": int(unknown.sum())}
         obs[predicted_key(key)] = pd.Categorical(labels)
         obs[confidence_column(key)] = confidence
         if key in query.obs:
@@ -207,10 +215,13 @@ def map_query(
         "query_batches": sorted(set(query.obs[QUERY_BATCH])),
         "surgery_epochs": len(losses),
         "surgery_final_loss": losses[-1] if losses else None,
-        "unknown": {**bounds, "n_unknown": int(unknown.sum()), "share": float(unknown.mean())},
+        "unknown": unknown_info,
         "label_keys": keys,
     }
-    log.info("mapped %d query cells; %d called unknown", len(obs), int(unknown.sum()))
+    log.info(
+        "mapped %d query cells; called unknown: %s", len(obs),
+        {k: v["n_unknown"] for k, v in unknown_info.items()},
+    )  # fmt: skip
     out = ad.AnnData(obs=obs, obsm={LATENT_KEY: latent.astype(np.float32)})
     joint = _joint_umap(cfg, ref_latent, latent)
     out.obsm[UMAP_KEY] = joint[len(ref_latent) :]
