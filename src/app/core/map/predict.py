@@ -143,22 +143,26 @@ def unknown_cells(
     ref_names = np.where(known, ref_labels.astype(str), "")
     predicted = np.asarray(predicted, dtype=object)
     batches = np.asarray(query_batches, dtype=object)
-    far = np.zeros(len(query_distance), dtype=bool)
     bounds: dict[str, float] = {}
+    medians = np.ones(len(query_distance))
+    limits = np.full(len(query_distance), np.inf)
     for c in np.unique(ref_names[known]):
         mine = reference_distance[ref_names == c]
-        bound, median = float(np.quantile(mine, 1.0 - quantile)), float(np.median(mine))
-        bounds[str(c)] = bound
-        for b in np.unique(batches):
-            cells = (predicted == c) & (batches == b)
-            if not cells.any():
-                continue
-            shift = max(1.0, float(np.median(query_distance[cells])) / max(median, 1e-12))
-            far[cells] = query_distance[cells] > bound * shift
+        bounds[str(c)] = float(np.quantile(mine, 1.0 - quantile))
+        cells = predicted == c
+        medians[cells] = max(float(np.median(mine)), 1e-12)
+        limits[cells] = bounds[str(c)]
+    relative = query_distance / medians  # 1: as far as the reference's own cells of the type
+    far = np.zeros(len(query_distance), dtype=bool)
+    shifts: dict[str, float] = {}
+    for b in np.unique(batches):
+        cells = batches == b
+        shifts[str(b)] = max(1.0, float(np.median(relative[cells])))
+        far[cells] = query_distance[cells] > limits[cells] * shifts[str(b)]
     k = min(N_SMOOTH, len(query_latent))
     index = NearestNeighbors(n_neighbors=k).fit(query_latent)
     unknown = far[index.kneighbors(query_latent)[1]].mean(1) > 0.5
-    return unknown, {"reference_bounds": bounds, "n_far": int(far.sum())}
+    return unknown, {"reference_bounds": bounds, "shifts": shifts, "n_far": int(far.sum())}
 
 
 def call_labels(proba: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
