@@ -43,7 +43,8 @@ _SCALARS = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
 def type_schema(tp: Any, key: str) -> dict[str, Any]:
-    """JSON schema of one annotation: scalars, ``X | None`` and ``tuple[X, ...]``."""
+    """JSON schema of one annotation: scalars, ``X | None``, ``tuple[X, ...]`` and
+    ``dict[str, X]``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -55,6 +56,9 @@ def type_schema(tp: Any, key: str) -> dict[str, Any]:
         return schema
     if origin is tuple:
         return {"type": "array", "items": type_schema(typing.get_args(tp)[0], f"{key}[]")}
+    if origin is dict:
+        values = type_schema(typing.get_args(tp)[1], f"{key}.*")
+        return {"type": "object", "additionalProperties": values}
     if tp in _SCALARS:
         schema: dict[str, Any] = {"type": _SCALARS[tp]}
         if key in CHOICES:

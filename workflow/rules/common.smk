@@ -106,6 +106,9 @@ RAW = Path(BASE.paths.resources) / "raw" / "{source}.h5ad"
 LOGS = Path(BASE.paths.logs) / "{run_id}"
 BENCHMARKS = Path("benchmarks") / "{run_id}"
 SUMMARY = Path(BASE.paths.results) / "runs_summary.tsv"
+# the map stage's folder of each query (RunLayout.query)
+QUERY_DIR = RUN.root / "query" / "{query}"
+QUERIES = sorted({name for cfg in RUNS.values() for name in cfg.query})
 ALL_KEYS = tuple(config_to_dict(BASE))
 # software of every rule for `--sdm conda`; by default jobs use the environment running Snakemake
 ENV = "../envs/cellvae.yaml"
@@ -117,6 +120,7 @@ for run_id, cfg in RUNS.items():
 wildcard_constraints:
     run_id="|".join(map(re.escape, RUNS)),
     source="|".join(map(re.escape, SOURCES)),
+    query="|".join(map(re.escape, QUERIES)) or "(?!)",
 
 
 def run_id_of(wildcards):
@@ -140,12 +144,33 @@ def raw_of(wildcards):
     return raw_path(run_of(wildcards))
 
 
+def query_source(wildcards):
+    """The map job's query: its run's ``query.<name>`` path."""
+    queries = run_of(wildcards).query
+    if wildcards.query not in queries:
+        raise WorkflowError(f"run {wildcards.run_id} has no query '{wildcards.query}'")
+    return queries[wildcards.query]
+
+
+def query_file(name):
+    """Param: the file ``name`` in a map job's query folder (one the job may not write)."""
+    return lambda wildcards: str(QUERY_DIR / name).format(
+        run_id=wildcards.run_id, query=wildcards.query
+    )
+
+
 def final_outputs():
     """What a run is for; the intermediate preprocessed.h5ad (temp() when not kept) is left out."""
     names = ("model_dir", "latent", "embedded", "metrics", "annotated", "config_used")
     files = [str(getattr(RUN, name)) for name in names]
     files += [str(path) for path in RUN.figure_files.values()]
-    return expand(files, run_id=RUNS) + ([SUMMARY] if len(RUNS) > 1 else [])
+    queries = [
+        str(QUERY_DIR / name).format(run_id=run_id, query=query)
+        for run_id, cfg in RUNS.items()
+        for query in cfg.query
+        for name in ("annotated.h5ad", "umap.png")
+    ]
+    return expand(files, run_id=RUNS) + queries + ([SUMMARY] if len(RUNS) > 1 else [])
 
 
 # --- the job's command and what reruns it -------------------------------------------------------
@@ -205,6 +230,7 @@ FACES = {
     "model": ["data_adapter.py", "model_adapter.py", "train.py"],
     "evaluate": ["eval.py"],
     "plot": ["viz.py"],
+    "map": [],
 }
 
 
@@ -233,11 +259,11 @@ BUDGET_MB = int(PROFILE.max_ram_usage_gb * 1024)
 JOB_MB = BUDGET_MB - min(max(512, BUDGET_MB // 10), BUDGET_MB // 2)
 STAGE_MB = {"plot": JOB_MB // 2}
 SMALL_MB = min(512, JOB_MB // 2)
-GPU_STAGES = ("train", "embed")
+GPU_STAGES = ("train", "embed", "map")
 # bookkeeping: local rules (they run where Snakemake runs, a login node on a cluster), one thread
 LOCAL_STAGES = ("download", "config_used", "summary")
 # wall-clock minutes of a first attempt, for cluster schedulers
-RUNTIME_MIN = {"train": 240, "evaluate": 60}
+RUNTIME_MIN = {"train": 240, "evaluate": 60, "map": 240}
 # a cluster job's partition and account: the one place to set them (see the file)
 CLUSTER_FILE = REPO / "profiles" / "slurm" / "cluster.yaml"
 CLUSTER_KEYS = ("account", "cpu_partition", "gpu_partition")
