@@ -1,7 +1,7 @@
 """Reference labels for query cells: classifiers fitted on the reference, a confidence, and the
 ``unknown`` call. NumPy and scikit-learn only (no torch, no AnnData).
 
-The label is the mean of two class-balanced logistic regressions fitted on every labelled
+The label is the mean of two class-weighted logistic regressions fitted on every labelled
 reference cell: one on the model's latent, one on the reference-standardised expression of the
 model's genes. On PBMC 3k -> Kang (bench/bench_mapping.py) local rules (kNN on the latent, the
 classifier head, an RBF SVM) lose 0.05-0.25 macro F1 to a linear model: a query from another
@@ -39,13 +39,18 @@ def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit_logreg(x: np.ndarray, y: np.ndarray, *, c: float, seed: int, scale: bool):
-    """A class-balanced logistic regression fitted on ``x`` (standardised first with
-    ``scale``)."""
+    """A logistic regression fitted on ``x`` (standardised first with ``scale``), each class
+    weighted by the square root of its inverse frequency: full balancing makes a shifted query
+    fall into the rarest types (Kang's stimulated monocytes into PBMC 3k's 14 megakaryocytes;
+    macro F1 0.847 against 0.858 with the square root), none loses the rare types of a query
+    like the reference (0.934 against 0.949 on PBMC 3k halves)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+    names, counts = np.unique(y, return_counts=True)
+    weights = {n: float(np.sqrt(len(y) / (len(names) * k))) for n, k in zip(names, counts)}
+    model = LogisticRegression(C=c, class_weight=weights, max_iter=2000, random_state=seed)
     model = make_pipeline(StandardScaler(), model) if scale else model
     with warnings.catch_warnings():  # a rare non-converged fit still predicts well
         warnings.simplefilter("ignore")
