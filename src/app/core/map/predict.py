@@ -49,7 +49,9 @@ def _fit_logreg(x: np.ndarray, y: np.ndarray, *, c: float, seed: int, scale: boo
     from sklearn.preprocessing import StandardScaler
 
     names, counts = np.unique(y, return_counts=True)
-    weights = {n: float(np.sqrt(len(y) / (len(names) * k))) for n, k in zip(names, counts)}
+    weights = {
+        n: float(np.sqrt(len(y) / (len(names) * k))) for n, k in zip(names, counts, strict=True)
+    }
     model = LogisticRegression(C=c, class_weight=weights, max_iter=2000, random_state=seed)
     model = make_pipeline(StandardScaler(), model) if scale else model
     with warnings.catch_warnings():  # a rare non-converged fit still predicts well
