@@ -9,13 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from src.app.config import Config
-from src.app.core.data.keys import CATEGORIES_KEY, LABEL_KEY_KEY, LATENT_KEY, PROBA_KEY
 from src.app.errors import AppError, DataError
 from src.app.io_utils import atomic_path, staged_files, write_json
 from src.app.machine import MachineProfile
+from src.app.stage_io import read_element, read_embedding, read_json
 
 log = logging.getLogger(__name__)
 
@@ -113,83 +111,6 @@ def embed(
     log.info("latent: %d cells x %d dims", *z.shape)
 
 
-def _read_element(path: str | Path, key: str, what: str, stage: str) -> Any:
-    """One element (``obs``, ``X``, ...) of an h5ad without loading the rest; a missing or broken
-    file names the ``stage`` that writes it."""
-    import anndata as ad
-    import h5py
-
-    from src.app.core.data.h5ad import check_sparse
-
-    try:
-        with h5py.File(path, "r") as f:
-            element = ad.io.read_elem(f[key])
-        check_sparse(element, str(path), key)
-        return element
-    except AppError:
-        raise
-    except Exception as exc:  # the readers raise many types (OSError, KeyError, ValueError...)
-        raise DataError(
-            f"could not read {what} of {path}: {exc}; run the {stage} stage first"
-        ) from None
-
-
-def read_embedding(path: str | Path) -> tuple[np.ndarray, Any, Any]:
-    """The embed stage's ``(latent, .obs, head)``: ``head`` is the classifier head's ``(label
-    key, class probabilities, class names)``, or None for a model without one."""
-    import anndata as ad
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            latent = np.asarray(f[f"obsm/{LATENT_KEY}"])
-            obs = ad.io.read_elem(f["obs"])
-            head = None
-            if f"obsm/{PROBA_KEY}" in f:
-                head = (
-                    str(ad.io.read_elem(f[f"uns/{LABEL_KEY_KEY}"])),
-                    np.asarray(f[f"obsm/{PROBA_KEY}"]),
-                    [str(c) for c in ad.io.read_elem(f[f"uns/{CATEGORIES_KEY}"])],
-                )
-    except AppError:
-        raise
-    except Exception as exc:  # as in _read_element
-        raise DataError(
-            f"could not read the embedding {path}: {exc}; run the embed stage first"
-        ) from None
-    _check_embedding(path, latent, len(obs), head)
-    return latent, obs, head
-
-
-def _check_embedding(path: str | Path, latent: np.ndarray, n_cells: int, head: Any) -> None:
-    """A latent (and class probabilities, one column per class) of one finite row per cell."""
-    arrays = {"latent": latent, "class probabilities": head[1] if head else None}
-    for name, values in arrays.items():
-        if values is None:
-            continue
-        fits = values.ndim == 2 and values.shape[0] == n_cells and values.dtype.kind == "f"
-        if not fits or not np.isfinite(values).all():
-            raise DataError(
-                f"the embedding {path} is damaged: its {name} ({values.shape}, {values.dtype}) "
-                f"are not finite numbers for {n_cells} cells; run the embed stage again"
-            )
-    if head and (not head[0] or head[1].shape[1] != len(head[2])):
-        raise DataError(
-            f"the embedding {path} is damaged: its classifier head (label key {head[0]!r}, "
-            f"{len(head[2])} classes) does not fit its probabilities; run the embed stage again"
-        )
-
-
-def read_json(path: str | Path, *, stage: str) -> Any:
-    """A JSON result; a missing or broken file names the ``stage`` that writes it."""
-    import json
-
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} could not be read ({exc}); run the {stage} stage first") from None
-
-
 def dense_budget(profile: MachineProfile | None) -> float | None:
     """Bytes a dense cells x genes copy may take (half of ``max_ram_usage_gb``, as the data
     adapter's memory plan allows); None without a machine profile."""
@@ -214,7 +135,7 @@ def evaluate(
     from src.app.core.evaluate.annotate import annotations
     from src.app.core.evaluate.run import evaluate_run
 
-    obs = _read_element(input, "obs", ".obs", "preprocess")
+    obs = read_element(input, "obs", ".obs", "preprocess")
     latent, cells, head = read_embedding(embedded)
     if list(cells.index) != list(obs.index.astype(str)):
         raise DataError(
@@ -229,7 +150,7 @@ def evaluate(
         )
     expression = None
     if cfg.baseline.method != "none":
-        expression = _read_element(input, "X", "the expression matrix .X", "preprocess")
+        expression = read_element(input, "X", "the expression matrix .X", "preprocess")
     evaluation = evaluate_run(
         latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
     )

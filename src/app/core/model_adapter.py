@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from src.app.checksums import manifest_problem
-from src.app.config import DECODERS, LIKELIHOODS, Config
+from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
+from src.app.core.model.checkpoint import check_vae_config, read_json
 from src.app.core.model.nn import VAE, VAEConfig
 from src.app.core.model.runtime import runtime_for
 from src.app.core.model.surgery import fit_new_batches, with_new_batches
@@ -229,7 +229,7 @@ class ModelAdapter:
         from safetensors.torch import load_file
 
         path = Path(path)
-        meta = _read_json(path / META_FILE, dict)
+        meta = read_json(path / META_FILE, dict)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f"checkpoint {path / META_FILE} has format {meta.get('format')!r}; this version "
@@ -243,7 +243,7 @@ class ModelAdapter:
             batch_categories = [str(c) for c in meta.get("batch_categories", [])]
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint {path / META_FILE} lacks {exc}") from None
-        _check_vae_config(
+        check_vae_config(
             vae_cfg, gene_names, label_categories, batch_categories, where=path / META_FILE
         )
         if bool(batch_categories) != isinstance(batch_key, str):
@@ -266,7 +266,7 @@ class ModelAdapter:
                 f"checkpoint {path} does not fit its model config: {exc}"
             ) from None
         history_file = path / HISTORY_FILE
-        history = _read_json(history_file, list) if history_file.exists() else []
+        history = read_json(history_file, list) if history_file.exists() else []
         problem = manifest_problem(path)  # last: the checks above give the clearer messages
         if problem is not None:
             raise CheckpointError(f"checkpoint {path} is damaged: {problem}; retrain it")
@@ -276,49 +276,3 @@ class ModelAdapter:
         self.batch_key, self.batch_categories = batch_key, batch_categories
         self.history = history
         return self
-
-
-def _check_vae_config(
-    cfg: VAEConfig,
-    gene_names: list[str],
-    label_categories: list[str],
-    batch_categories: list[str],
-    *,
-    where: Path,
-) -> None:
-    """Refuse a network config that could not have been saved by :meth:`ModelAdapter.save`
-    (before any tensor is allocated for it)."""
-    problems = {
-        "n_genes": cfg.n_genes != len(gene_names),
-        "latent_dim": not (isinstance(cfg.latent_dim, int) and cfg.latent_dim >= 1),
-        "hidden_dims": not all(isinstance(h, int) and h >= 1 for h in cfg.hidden_dims)
-        or not cfg.hidden_dims,
-        "dropout": not (isinstance(cfg.dropout, int | float) and 0 <= cfg.dropout < 1),
-        "likelihood": cfg.likelihood not in LIKELIHOODS,
-        "decoder": cfg.decoder not in DECODERS,
-        "standardize": not isinstance(cfg.standardize, bool),
-        "n_labels": cfg.n_labels != len(label_categories),
-        "n_batches": cfg.n_batches != len(batch_categories),
-    }
-    bad = [key for key, wrong in problems.items() if wrong]
-    if bad:
-        raise CheckpointError(
-            f"checkpoint {where} is inconsistent: vae_config.{bad[0]} = "
-            f"{getattr(cfg, bad[0])!r} ({len(gene_names)} gene names, "
-            f"{len(label_categories)} label categories)"
-        )
-
-
-def _read_json(path: Path, kind: type) -> Any:
-    """The JSON value of a checkpoint file, which must be a ``kind`` (dict or list)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"checkpoint file {path} not found; run the train stage first"
-        ) from None
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-        raise CheckpointError(f"checkpoint file {path} is unreadable: {exc}") from None
-    if not isinstance(data, kind):
-        raise CheckpointError(f"checkpoint file {path} does not hold a JSON {kind.__name__}")
-    return data
