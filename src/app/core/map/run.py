@@ -188,26 +188,13 @@ def map_query(
     ref_data = DataAdapter(cfg, runtime=runtime, adata=ref.data)
     ref_latent = ref.model.predict(ref_data.iter_all_batches())
     latent, losses = _embed_query(cfg, ref, prepared, runtime=runtime)
-    ref_distance, distance = latent_distances(ref_latent, latent)
-    ref_x, query_x = _dense(ref.data.X), _dense(prepared.X)
     obs = query.obs.drop(columns=[QUERY_BATCH]).copy()
     obs.index = prepared.obs_names
-    metrics: dict[str, Any] = {}
-    unknown_info: dict[str, Any] = {}
-    for key in keys:
-        ref_labels = ref.data.obs[key].to_numpy()
-        clf = ReferenceClassifier.fit(ref_latent, ref_x, ref_labels, seed=cfg.seed)
-        labels, confidence = call_labels(clf.proba(latent, query_x), clf.classes)
-        unknown, bounds = unknown_cells(
-            ref_distance, distance, ref_labels, labels, query_latent=latent,
-            query_batches=query.obs[QUERY_BATCH].to_numpy(), quantile=cfg.map.unknown_quantile,
-        )  # fmt: skip
-        labels[unknown] = UNKNOWN
-        unknown_info[key] = {**bounds, "n_unknown": int(unknown.sum())}
-        obs[predicted_key(key)] = pd.Categorical(labels)
-        obs[confidence_column(key)] = confidence
-        if key in query.obs:
-            metrics[key] = query_metrics(query.obs[key].to_numpy(), labels, clf.classes)
+    batches = query.obs[QUERY_BATCH].to_numpy()
+    metrics, unknown_info, distance = _label_query(
+        cfg, ref, ref_latent=ref_latent, latent=latent, query_x=_dense(prepared.X), obs=obs,
+        batches=batches, keys=keys,
+    )  # fmt: skip
     obs[UNKNOWN_KEY] = distance.astype(np.float32)
     info = {
         "genes": ref.genes.describe(),
@@ -234,6 +221,34 @@ def map_query(
     }
     result = {"map": info, "label_keys": metrics} if metrics else None
     return Mapped(out, result, figure, ref.model if ref.refit else None)
+
+
+def _label_query(
+    cfg: Config, ref: Reference, *, ref_latent: np.ndarray, latent: np.ndarray,
+    query_x: np.ndarray, obs: pd.DataFrame, batches: np.ndarray, keys: list[str],
+) -> tuple[dict, dict, np.ndarray]:  # fmt: skip
+    """Each label key's ``predicted_<key>`` (``unknown`` where far) and confidence, added to
+    ``obs``; returns the metrics of the keys the query has, the unknown calls' bounds and each
+    query cell's distance to the reference."""
+    ref_distance, distance = latent_distances(ref_latent, latent)
+    ref_x = _dense(ref.data.X)
+    metrics: dict[str, Any] = {}
+    unknown_info: dict[str, Any] = {}
+    for key in keys:
+        ref_labels = ref.data.obs[key].to_numpy()
+        clf = ReferenceClassifier.fit(ref_latent, ref_x, ref_labels, seed=cfg.seed)
+        labels, confidence = call_labels(clf.proba(latent, query_x), clf.classes)
+        unknown, bounds = unknown_cells(
+            ref_distance, distance, ref_labels, labels, query_latent=latent,
+            query_batches=batches, quantile=cfg.map.unknown_quantile,
+        )  # fmt: skip
+        labels[unknown] = UNKNOWN
+        unknown_info[key] = {**bounds, "n_unknown": int(unknown.sum())}
+        obs[predicted_key(key)] = pd.Categorical(labels)
+        obs[confidence_column(key)] = confidence
+        if key in obs:
+            metrics[key] = query_metrics(obs[key].to_numpy(), labels, clf.classes)
+    return metrics, unknown_info, distance
 
 
 def labels_of(obs: pd.DataFrame, key: str) -> np.ndarray:
