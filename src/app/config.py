@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from src.app.errors import ConfigError
-from src.app.sections import (
+from src.app.config_rules import (
     BASELINE_METHODS,
     COUNT_LIKELIHOODS,
     DECODERS,
@@ -24,20 +23,20 @@ from src.app.sections import (
     LIKELIHOODS,
     QC_RULES,
     SOURCE_PBMC3K,
+    _require,
+    check_safe_name,
+)
+from src.app.errors import ConfigError
+from src.app.sections import (
     AnnotationConfig,
-    BaselineConfig,
     Config,
     DataConfig,
-    EvalConfig,
-    MapConfig,
     ModelConfig,
     PathsConfig,
     PreprocessConfig,
     TrainConfig,
-    VizConfig,
-    _require,
-    check_safe_name,
 )
+from src.app.sections_results import BaselineConfig, EvalConfig, MapConfig, VizConfig
 
 ENV_PREFIX = "APP__"
 

@@ -74,11 +74,6 @@ class RunLayout:
         """Every figure of the plot stage, by name."""
         return {name: figure_path(self.figures, name) for name in FIGURES}
 
-    def query(self, name: str) -> Path:
-        """The map stage's folder of query ``name``: annotated.h5ad, umap.png, metrics.json
-        (where the query has labels) and model_shared_genes/ (after a refit)."""
-        return child(self.root / "query", name, key=f"query.{name}")
-
     @property
     def config_used(self) -> Path:
         return self.root / "config.used.yaml"

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.app.config_rules import (
-    BASELINE_METHODS,
-    COUNT_LIKELIHOODS,
     DECODERS,
     DEVICES,
     LIKELIHOODS,
@@ -201,27 +199,3 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.paths.results) / self.run_id
-
-
-__all__ = [
-    "BASELINE_METHODS",
-    "COUNT_LIKELIHOODS",
-    "DECODERS",
-    "DEVICES",
-    "LIKELIHOODS",
-    "QC_RULES",
-    "SOURCE_PBMC3K",
-    "AnnotationConfig",
-    "BaselineConfig",
-    "Config",
-    "DataConfig",
-    "EvalConfig",
-    "MapConfig",
-    "ModelConfig",
-    "PathsConfig",
-    "PreprocessConfig",
-    "TrainConfig",
-    "VizConfig",
-    "_require",
-    "check_safe_name",
-]

@@ -5,6 +5,7 @@ The CLI's stage commands call these, and the Snakemake rules call the CLI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,6 @@ def map_query(
     h5ad, its ``metrics`` (where it has the reference's label columns; a stale one is removed
     otherwise), the joint UMAP ``figure`` and, when the model was refit on the shared genes,
     that model in ``refit_dir``. Nothing is written unless everything succeeded."""
-    import contextlib
-
     from src.app.core.data.download import check_raw_counts, read_counts
     from src.app.core.data.h5ad import read_h5ad
     from src.app.core.map.run import map_query as run

@@ -125,6 +125,8 @@ def test_unknown_cells_flag_a_missing_population_not_a_shifted_one():
     assert unknown.mean() < 0.05
 
 
+# the tests below train a model and map end to end: behind the slow marker (.ci/run runs them)
+@pytest.mark.slow
 @pytest.mark.parametrize("drop", [0.05, 0.6])
 def test_map_query_labels_the_query(trained, pre_adata, raw_adata, drop):
     cfg, runtime, root = trained
@@ -142,6 +144,7 @@ def test_map_query_labels_the_query(trained, pre_adata, raw_adata, drop):
     assert mapped.metrics["label_keys"][KEY]["macro_f1"] > 0.9
 
 
+@pytest.mark.slow
 def test_an_unseen_batch_is_learned_and_a_missing_type_lies_far(tmp_path, pre_adata,
                                                                       raw_adata, runtime):  # fmt: skip
     adata = pre_adata[pre_adata.obs[KEY].astype(str) != "B"].copy()  # the reference lacks B
@@ -167,6 +170,7 @@ def test_an_unseen_batch_is_learned_and_a_missing_type_lies_far(tmp_path, pre_ad
     assert (called[labelled] == query.obs[KEY].astype(str).to_numpy()[labelled]).mean() > 0.9
 
 
+@pytest.mark.slow
 def test_map_stage_writes_nothing_on_bad_input(trained, raw_adata, tmp_path, capsys):
     _cfg, _, root = trained
     bad = raw_adata.copy()

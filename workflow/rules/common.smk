@@ -106,7 +106,8 @@ RAW = Path(BASE.paths.resources) / "raw" / "{source}.h5ad"
 LOGS = Path(BASE.paths.logs) / "{run_id}"
 BENCHMARKS = Path("benchmarks") / "{run_id}"
 SUMMARY = Path(BASE.paths.results) / "runs_summary.tsv"
-# the map stage's folder of each query (RunLayout.query)
+# the map stage's folder of each query: annotated.h5ad, umap.png, metrics.json (where the
+# query has labels), model_shared_genes/ (after a refit)
 QUERY_DIR = RUN.root / "query" / "{query}"
 QUERIES = sorted({name for cfg in RUNS.values() for name in cfg.query})
 ALL_KEYS = tuple(config_to_dict(BASE))

@@ -185,6 +185,14 @@ class ModelAdapter:
             lr=self.runtime.lr, grad_clip_norm=self.cfg.train.grad_clip_norm,
         )  # fmt: skip
 
+    def check_batch_key(self, batch_key: str | None, *, where: str | Path) -> None:
+        """Fail when the config's ``data.batch_key`` is not the one the model was trained with."""
+        if self.batch_key != batch_key:
+            raise CheckpointError(
+                f"checkpoint {where} was trained with data.batch_key {self.batch_key!r}, the "
+                f"config says {batch_key!r}: set it back or retrain"
+            )
+
     def check_genes(self, gene_names: list[str]) -> None:
         """Fail with what differs when data genes do not match the checkpoint's."""
         if list(gene_names) == self.gene_names:

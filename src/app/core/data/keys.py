@@ -10,6 +10,8 @@ UMAP_KEY = "X_umap"  # .obsm: 2-D UMAP of the latent (scanpy's name, so sc.pl.um
 PCA_KEY = "X_pca"  # .obsm: the PCA baseline (scanpy's name)
 CONFIG_UNS = "config"  # .uns of annotated.h5ad: the run config as JSON text
 METRICS_UNS = "metrics"  # .uns of annotated.h5ad: metrics.json as JSON text
+MAP_KEY = "map"  # .uns of a mapped query: genes, refit, batches, unknown bounds
+UNKNOWN_DISTANCE_KEY = "unknown_distance"  # .obs of a mapped query: distance to the reference
 
 
 def predicted_key(label_key: str, method: str | None = None) -> str:
@@ -21,6 +23,11 @@ def predicted_key(label_key: str, method: str | None = None) -> str:
 def confidence_key(label_key: str, method: str | None = None) -> str:
     """``.obs`` column of the predicted label's probability (the largest class probability)."""
     return f"{predicted_key(label_key, method)}_confidence"
+
+
+def query_confidence_key(label_key: str) -> str:
+    """``.obs`` column of a mapped query's label confidence: ``<label_key>_confidence``."""
+    return f"{label_key}_confidence"
 
 
 def colours_key(column: str) -> str:

@@ -94,19 +94,18 @@ def prepare_query(
     """
     import anndata as ad
     import scipy.sparse as sp
+    from anndata.utils import make_index_unique
 
-    raw = raw.copy()
-    raw.var_names = raw.var_names.astype(str)
-    raw.var_names_make_unique()
-    raw.obs_names_make_unique()
     counts = sp.csr_matrix(raw.X, dtype=np.float32)
-    cols = pd.Index(raw.var_names)
-    lib_cols = np.arange(raw.n_vars) if library_genes is None else cols.get_indexer(library_genes)
+    cols = make_index_unique(pd.Index(raw.var_names.astype(str)))
+    obs = raw.obs.copy()
+    obs.index = make_index_unique(pd.Index(raw.obs_names.astype(str)))
+    lib_cols = np.arange(len(cols)) if library_genes is None else cols.get_indexer(library_genes)
     lib_cols = lib_cols[lib_cols >= 0]
     totals = np.asarray(counts[:, lib_cols].sum(1)).ravel()
     empty = int((totals <= 0).sum())
     if empty:
-        first = str(raw.obs_names[np.flatnonzero(totals <= 0)[0]])
+        first = str(obs.index[np.flatnonzero(totals <= 0)[0]])
         raise DataError(
             f"{where}: {empty} cells have no counts in the {len(lib_cols)} genes used for "
             f"normalisation (e.g. '{first}'); remove empty cells before mapping"
@@ -118,7 +117,7 @@ def prepare_query(
     scale = sp.diags((target_sum / totals).astype(np.float32))
     logged = (scale @ picked).tocsr()
     logged.data = np.log1p(logged.data)
-    out = ad.AnnData(X=logged, obs=raw.obs.copy(), var=pd.DataFrame(index=list(genes)))
+    out = ad.AnnData(X=logged, obs=obs, var=pd.DataFrame(index=list(genes)))
     out.layers[COUNTS_LAYER] = picked
     return out
 

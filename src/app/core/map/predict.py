@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.app.core.data.graph import nearest_neighbours
 from src.app.core.data.preprocess import SCALE_MAX
 
 UNKNOWN = "unknown"
@@ -97,27 +98,18 @@ class ReferenceClassifier:
         )
 
 
-def knn_distance(
-    reference: np.ndarray, points: np.ndarray, *, k: int, self_query: bool
-) -> np.ndarray:
-    """Mean distance (cells,) of each point to its ``k`` nearest reference cells; with
-    ``self_query`` the points are the reference itself and each cell's own zero is left out.
-    O(cells log reference) with scikit-learn's tree search."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = max(1, min(k, len(reference) - int(self_query)))
-    index = NearestNeighbors(n_neighbors=k + int(self_query)).fit(reference)
-    dist = index.kneighbors(points)[0]
-    return dist[:, int(self_query) :].mean(1)
-
-
 def latent_distances(
     reference_latent: np.ndarray, query_latent: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each reference cell's mean distance to its ``N_NEIGHBORS`` nearest other reference cells,
-    and each query cell's to its nearest reference cells."""
-    ref = knn_distance(reference_latent, reference_latent, k=N_NEIGHBORS, self_query=True)
-    return ref, knn_distance(reference_latent, query_latent, k=N_NEIGHBORS, self_query=False)
+    and each query cell's to its nearest reference cells. O(cells log reference) with the
+    reference's one tree index."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = max(1, min(N_NEIGHBORS, len(reference_latent) - 1))
+    index = NearestNeighbors(n_neighbors=k).fit(reference_latent)
+    ref = index.kneighbors()[0].mean(1)  # without X: each cell's own zero is left out
+    return ref, index.kneighbors(query_latent)[0].mean(1)
 
 
 def unknown_cells(
@@ -147,7 +139,6 @@ def unknown_cells(
     reference unknown and 0.2 % of the others; on Kang, 3 % of the known cells.
     """
     import pandas as pd
-    from sklearn.neighbors import NearestNeighbors
 
     ref_labels = np.asarray(reference_labels, dtype=object)
     known = pd.notna(ref_labels)
@@ -170,9 +161,9 @@ def unknown_cells(
         cells = batches == b
         shifts[str(b)] = max(1.0, float(np.median(relative[cells])))
         far[cells] = query_distance[cells] > limits[cells] * shifts[str(b)]
-    k = min(N_SMOOTH, len(query_latent))
-    index = NearestNeighbors(n_neighbors=k).fit(query_latent)
-    unknown = far[index.kneighbors(query_latent)[1]].mean(1) > MAJORITY
+    # the cell itself and its N_SMOOTH - 1 nearest other query cells
+    idx, _ = nearest_neighbours(query_latent, n_neighbors=N_SMOOTH - 1)
+    unknown = (far + far[idx].sum(1)) / (idx.shape[1] + 1) > MAJORITY
     return unknown, {"reference_bounds": bounds, "shifts": shifts, "n_far": int(far.sum())}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from src.app.config import Config
-from src.app.core.data.keys import LATENT_KEY, UMAP_KEY, predicted_key
+from src.app.core.data.keys import (
+    LATENT_KEY,
+    MAP_KEY,
+    UMAP_KEY,
+    UNKNOWN_DISTANCE_KEY,
+    predicted_key,
+    query_confidence_key,
+)
 from src.app.core.data.query import (
     QUERY_BATCH,
     GenePlan,
@@ -38,17 +45,10 @@ from src.app.core.map.predict import (
     unknown_cells,
 )
 from src.app.core.model_adapter import ModelAdapter
-from src.app.errors import CheckpointError, DataError
+from src.app.errors import DataError
 from src.app.machine import Runtime
 
 log = logging.getLogger(__name__)
-
-MAP_UNS = "map"  # .uns of the query's h5ad: how it was mapped
-UNKNOWN_KEY = "unknown_distance"  # .obs: mean latent distance to the nearest reference cells
-
-
-def confidence_column(label_key: str) -> str:
-    return f"{label_key}_confidence"
 
 
 @dataclass
@@ -59,7 +59,6 @@ class Reference:
     data: Any  # AnnData: preprocessed reference (log-normalised .X, obs labels)
     refit: bool
     genes: GenePlan
-    info: dict = field(default_factory=dict)
 
 
 def label_keys(cfg: Config, reference_obs: pd.DataFrame) -> list[str]:
@@ -170,36 +169,29 @@ def map_query(
     import anndata as ad
 
     model = ModelAdapter(cfg, runtime=runtime).load(model_dir)
-    if model.batch_key != cfg.data.batch_key:
-        raise CheckpointError(
-            f"checkpoint {model_dir} was trained with data.batch_key {model.batch_key!r}, the "
-            f"config says {cfg.data.batch_key!r}: set it back"
-        )
+    model.check_batch_key(cfg.data.batch_key, where=model_dir)
     keys = label_keys(cfg, reference.obs)
-    query = query.copy()
-    query.var_names = query.var_names.astype(str)
-    query.obs[QUERY_BATCH] = query_batches(query.obs, cfg.map.batch_key, where=where)
+    batches = query_batches(query.obs, cfg.map.batch_key, where=where)
     ref = _reference(cfg, model, reference, raw_reference, query, runtime=runtime, where=where)
     library = list(ref.genes.shared) if ref.refit else None
     genes = ref.model.gene_names
     prepared = prepare_query(
         query, genes, target_sum=cfg.preprocess.target_sum, library_genes=library, where=where
     )
+    obs = prepared.obs.copy()  # the query's own columns, under its unique cell names
+    prepared.obs[QUERY_BATCH] = batches
     ref_data = DataAdapter(cfg, runtime=runtime, adata=ref.data)
     ref_latent = ref.model.predict(ref_data.iter_all_batches())
     latent, losses = _embed_query(cfg, ref, prepared, runtime=runtime)
-    obs = query.obs.drop(columns=[QUERY_BATCH]).copy()
-    obs.index = prepared.obs_names
-    batches = query.obs[QUERY_BATCH].to_numpy()
     metrics, unknown_info, distance = _label_query(
         cfg, ref, ref_latent=ref_latent, latent=latent, query_x=_dense(prepared.X), obs=obs,
         batches=batches, keys=keys,
     )  # fmt: skip
-    obs[UNKNOWN_KEY] = distance.astype(np.float32)
+    obs[UNKNOWN_DISTANCE_KEY] = distance.astype(np.float32)
     info = {
         "genes": ref.genes.describe(),
         "refit_on_shared_genes": ref.refit,
-        "query_batches": sorted(set(query.obs[QUERY_BATCH])),
+        "query_batches": sorted(set(batches)),
         "surgery_epochs": len(losses),
         "surgery_final_loss": losses[-1] if losses else None,
         "unknown": unknown_info,
@@ -212,7 +204,7 @@ def map_query(
     out = ad.AnnData(obs=obs, obsm={LATENT_KEY: latent.astype(np.float32)})
     joint = _joint_umap(cfg, ref_latent, latent)
     out.obsm[UMAP_KEY] = joint[len(ref_latent) :]
-    out.uns[MAP_UNS] = _plain(info)
+    out.uns[MAP_KEY] = _plain(info)
     figure = {
         "coords": joint,
         "source": np.r_[np.full(len(ref_latent), "reference"), np.full(len(latent), "query")],
@@ -245,7 +237,7 @@ def _label_query(
         labels[unknown] = UNKNOWN
         unknown_info[key] = {**bounds, "n_unknown": int(unknown.sum())}
         obs[predicted_key(key)] = pd.Categorical(labels)
-        obs[confidence_column(key)] = confidence
+        obs[query_confidence_key(key)] = confidence
         if key in obs:
             metrics[key] = query_metrics(obs[key].to_numpy(), labels, clf.classes)
     return metrics, unknown_info, distance

@@ -21,7 +21,6 @@ from src.app.core.data.keys import (
 from src.app.core.data_adapter import DataAdapter
 from src.app.core.model.runtime import runtime_for
 from src.app.core.model_adapter import ModelAdapter
-from src.app.errors import CheckpointError
 from src.app.io_utils import atomic_path
 from src.app.machine import Runtime
 
@@ -48,11 +47,7 @@ def run_embedding(
 
     runtime = runtime if runtime is not None else runtime_for(cfg)
     model = ModelAdapter(cfg, runtime=runtime).load(model_dir)
-    if model.batch_key != cfg.data.batch_key:
-        raise CheckpointError(
-            f"checkpoint {model_dir} was trained with data.batch_key {model.batch_key!r}, the "
-            f"config says {cfg.data.batch_key!r}: set it back or retrain"
-        )
+    model.check_batch_key(cfg.data.batch_key, where=model_dir)
     data = DataAdapter(
         cfg, runtime=runtime, path=data_path, batch_categories=model.batch_categories or None
     )

@@ -37,16 +37,14 @@ def with_new_batches(module: VAE, n_new: int) -> VAE:
     cfg = dataclasses.replace(module.cfg, n_batches=module.cfg.n_batches + n_new)
     grown = VAE(cfg).to(next(module.parameters()).device)
     old = module.state_dict()
-    state = grown.state_dict()
-    with torch.no_grad():
-        for name, tensor in state.items():
+    with torch.no_grad():  # state_dict() tensors share the grown model's storage
+        for name, tensor in grown.state_dict().items():
             source = old[name]
             if tensor.shape == source.shape:
                 tensor.copy_(source)
             else:  # a covariate layer's weight: the new columns are its last n_new
                 tensor.zero_()
                 tensor[:, : source.shape[1]] = source
-    grown.load_state_dict(state)
     grown.requires_grad_(False)
     for layer in covariate_layers(grown):
         weight = layer.weight
