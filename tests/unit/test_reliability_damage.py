@@ -167,10 +167,13 @@ def test_damaged_inputs_of_every_stage_never_crash(tmp_path):
 
 
 def test_a_process_with_other_threads_walks_in_a_new_interpreter(tmp_path, monkeypatch):
-    """A fork of a process that runs jax (or other threads) may deadlock: a new interpreter."""
+    """A fork of a process that runs jax (or other threads) may deadlock: a new interpreter.
+    tqdm's monitor thread (the training bar starts it) does not count."""
+    import threading
     import types
 
     import anndata as ad
+    from tqdm.std import TMonitor
 
     from src.app.core.data import h5_guard
 
@@ -184,10 +187,20 @@ def test_a_process_with_other_threads_walks_in_a_new_interpreter(tmp_path, monke
         return real(where, stall_s, spawn=spawn)
 
     monkeypatch.setattr(h5_guard, "_guarded_walk", spy)
-    # a single-threaded process without jax forks (pytest-xdist's worker runs other threads)
-    monkeypatch.setattr(h5_guard.threading, "active_count", lambda: 1)
     monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monitor, release = TMonitor.__new__(TMonitor), threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    monkeypatch.setattr(
+        h5_guard.threading, "enumerate", lambda: [threading.current_thread(), monitor]
+    )
     assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
+    monkeypatch.setattr(
+        h5_guard.threading, "enumerate", lambda: [threading.current_thread(), other]
+    )
+    assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
+    monkeypatch.undo()
+    monkeypatch.setattr(h5_guard, "_guarded_walk", spy)
+    monkeypatch.setattr(h5_guard, "_lock_holding_threads", lambda: False)
     monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
     assert h5_guard._walk_outside(path, 30.0)[1] == "ok"
-    assert calls == [False, True]
+    assert calls == [False, True, True]

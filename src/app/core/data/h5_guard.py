@@ -223,6 +223,18 @@ def _guarded_walk(path: Path, stall_s: float, *, spawn: bool = False) -> tuple[s
         os.close(read_fd)
 
 
+def _lock_holding_threads() -> bool:
+    """Whether a thread other than this one may hold a lock the forked walk needs. tqdm's
+    monitor (started by the training bar) only sleeps and takes tqdm's own lock, which the walk
+    never touches, so it does not count: a forked walk costs about 20 ms, a new interpreter
+    about 100 ms."""
+    this = threading.current_thread()
+    return any(
+        thread is not this and type(thread).__name__ != "TMonitor"
+        for thread in threading.enumerate()
+    )
+
+
 def _walk_outside(path: Path, stall_s: float) -> tuple[str, str, str]:
     """The walk where a crash cannot reach this process: a forked child, else a new
     interpreter, else (no fork on this system) here."""
@@ -235,7 +247,7 @@ def _walk_outside(path: Path, stall_s: float) -> tuple[str, str, str]:
         return reached[-1], "ok", ""
     # a fork copies no other thread, so a lock one of them holds stays held in the child: where
     # this process runs other threads (python's, or jax's runtime) a new interpreter is safer
-    if threading.active_count() > 1 or "jax" in sys.modules:
+    if _lock_holding_threads() or "jax" in sys.modules:
         return _guarded_walk(path, stall_s, spawn=True)
     found = _guarded_walk(path, stall_s)
     if found[1] == "unstarted":
