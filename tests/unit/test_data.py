@@ -31,14 +31,16 @@ def write_10x_mtx(adata, folder: Path) -> None:
     (folder / "barcodes.tsv").write_text("\n".join(adata.obs_names) + "\n")
 
 
-@pytest.fixture
-def tarball(tmp_path, raw_adata):
-    mtx = tmp_path / "src" / "filtered_gene_bc_matrices" / "hg19"
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory, raw_adata):
+    """The 10x tarball, written once for the module's tests (read only)."""
+    root = tmp_path_factory.mktemp("tarball")
+    mtx = root / "src" / "filtered_gene_bc_matrices" / "hg19"
     write_10x_mtx(raw_adata, mtx)
-    path = tmp_path / "serve" / "pbmc3k_filtered_gene_bc_matrices.tar.gz"
+    path = root / "serve" / "pbmc3k_filtered_gene_bc_matrices.tar.gz"
     path.parent.mkdir()
     with tarfile.open(path, "w:gz") as tar:
-        tar.add(tmp_path / "src" / "filtered_gene_bc_matrices", arcname="filtered_gene_bc_matrices")
+        tar.add(root / "src" / "filtered_gene_bc_matrices", arcname="filtered_gene_bc_matrices")
     return path
 
 

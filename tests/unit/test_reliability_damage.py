@@ -52,8 +52,8 @@ def test_a_libhdf5_hang_becomes_one_error_line(work, capsys, monkeypatch):
     source = work / "source.h5ad"
     synthetic_counts(n_cells=40, n_genes=200, seed=1).write_h5ad(source)
     zero_a_heap_object(source)
-    monkeypatch.setattr(h5_guard, "STALL_S", 0.5)
-    match = r"source\.h5ad is damaged: libhdf5 made no progress for 0\.5 s at / \(attribute 'encod"
+    monkeypatch.setattr(h5_guard, "STALL_S", 0.25)
+    match = r"source\.h5ad is damaged: libhdf5 made no progress for 0\.25 s at / \(attribute 'encod"
     fails(work, ["download", "--output", "out/raw.h5ad"], match, capsys, {"APP__DATA__SOURCE": str(source)})  # fmt: skip
 
 
