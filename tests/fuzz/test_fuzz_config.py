@@ -7,7 +7,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.app.cli import COMMANDS, parse_args
+from src.app.cli_args import COMMANDS, parse_args
 from src.app.config import Config, apply_env_overrides, check_safe_name, config_from_dict
 from src.app.errors import ConfigError
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.app.cli import main, normalise_argv, parse_args
+from src.app.cli import main
+from src.app.cli_args import normalise_argv, parse_args
 from src.app.layout import FIGURES
 from tests.conftest import profile_dict, replace
 
