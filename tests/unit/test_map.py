@@ -101,12 +101,13 @@ def test_surgery_trains_only_the_new_batch_columns():
     with torch.no_grad():  # reference cells embed as before
         codes = torch.zeros(40, dtype=torch.long)
         # the same weights; only the zero columns change the float summation order
-        # (numpy's check: torch.testing imports torch.distributed and sympy, 0.6 s)
+        # (numpy's check with torch.testing's float32 tolerances: torch.testing imports
+        # torch.distributed and sympy, 0.6 s)
         np.testing.assert_allclose(
             module.inference(x, codes)[0].numpy(),
             grown.inference(x, codes)[0].numpy(),
-            rtol=1e-5,
-            atol=1e-6,
+            rtol=1.3e-6,
+            atol=1e-5,
         )
 
 

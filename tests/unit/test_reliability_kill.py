@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from src.app.cli import main
@@ -70,6 +71,7 @@ def killed_at(argv: list[str], where: str) -> None:
     assert proc.exitcode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # four real training runs, two of them killed (0.8 s)
 def test_killed_training_reruns_to_the_uninterrupted_result(tmp_path, pre_adata):
     pre = tmp_path / "pre.h5ad"
     pre_adata.write_h5ad(pre)
