@@ -16,7 +16,7 @@ from pathlib import Path
 from src.app.cli_args import USER_COMMANDS, parse_args
 from src.app.config import load_config, read_yaml, write_config
 from src.app.errors import AppError
-from src.app.io_utils import check_outputs, quiet_ignored_exceptions
+from src.app.io_utils import check_outputs, hdf5_half_closed, quiet_ignored_exceptions
 from src.app.layout import RunLayout, raw_path
 from src.app.locks import folder_lock, written_folder
 from src.app.machine import GENERATE_HINT, MachineProfile, load_machine_profile, profile_from_dict
@@ -235,6 +235,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def exit_process(code: int) -> None:
+    """Leave with ``code``; past a write that filled the disk, without libhdf5's exit handler,
+    which would crash (exit status 139 instead of 2) on the file it could not close."""
+    if hdf5_half_closed():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    sys.exit(main())
+    exit_process(main())

@@ -215,6 +215,17 @@ def quiet_ignored_exceptions() -> Iterator[None]:
         sys.unraisablehook, sys.excepthook = previous
 
 
+def hdf5_half_closed() -> bool:
+    """Whether libhdf5 still holds objects of a file it failed to close (h5py closing an h5ad on
+    a full disk): the file is gone and its datasets are not, and libhdf5's own exit handler then
+    crashes on them (a segfault in ``H5D_close``), so the process has to leave without it."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return False
+    ids = h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_ALL)
+    return bool(ids) and not any(isinstance(i, h5py.h5f.FileID) for i in ids)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

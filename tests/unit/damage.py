@@ -109,9 +109,13 @@ def damage(raw: bytes, regions: dict[str, list[tuple[int, int]]], rng: random.Ra
             return out, Damage(region, kind, offset, length)
 
 
-def run_cli(argv: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> str:
+def run_cli(
+    argv: list[str], env: dict[str, str], log: Path, timeout: float = 300, *, own_exit: bool = False
+) -> str:
     """``python -m src.app.cli argv`` in a forked child (imports already warm), stderr into
-    ``log``: its exit status as text, 'signal N' or 'timeout'. The guard's stall limit is 5 s."""
+    ``log``: its exit status as text, 'signal N' or 'timeout'. The guard's stall limit is 5 s.
+    With ``own_exit`` the child leaves through the CLI's own ``exit_process``; one that would run
+    the interpreter's exit instead raises SystemExit here, whose traceback lands in ``log``."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - ends in os._exit
         code = 1
@@ -123,11 +127,13 @@ def run_cli(argv: list[str], env: dict[str, str], log: Path, timeout: float = 30
             warnings.simplefilter("ignore")  # stderr: the error line alone
             logging.getLogger().handlers = [logging.NullHandler()]
             os.environ.update(env)
-            from src.app.cli import main
+            from src.app.cli import exit_process, main
             from src.app.core.data import h5_guard
 
             h5_guard.STALL_S = 5.0
             code = main(argv)
+            if own_exit:
+                exit_process(code)
         except BaseException:  # a traceback is what the test looks for
             import traceback
 
