@@ -10,6 +10,7 @@ min_version("9.0")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 
 
 # one writer per run folder: before its first job a run locks results/.<run_id>.lock for each of

@@ -93,12 +93,12 @@ def test_conda_environment_lists_the_project_dependencies():
     assert sorted(pip) == sorted(project["dependencies"] + project["optional-dependencies"]["ml"])
 
 
-def common_smk(*names: str) -> dict:
-    """The top-level functions and constants ``names`` of workflow/rules/common.smk, run on their
+def rules_smk(name: str, *names: str) -> dict:
+    """The top-level functions and constants ``names`` of workflow/rules/``name``, run on their
     own (they are plain Python), without Snakemake's workflow."""
     from snakemake.exceptions import WorkflowError
 
-    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    text = (ROOT / "workflow" / "rules" / name).read_text()
     pattern = re.compile(rf"^(def ({'|'.join(names)})\(|({'|'.join(names)}) = )")
     blocks = [block for block in re.split(r"\n(?=\S)", text) if pattern.match(block)]
     namespace = {"Path": Path, "WorkflowError": WorkflowError, "re": re, "yaml": yaml}
@@ -106,7 +106,9 @@ def common_smk(*names: str) -> dict:
     return namespace
 
 
-CLUSTER = common_smk("GPU_STAGES", "LOCAL_STAGES", "CLUSTER_KEYS", "cluster_settings", "placement")
+CLUSTER = rules_smk(
+    "resources.smk", "GPU_STAGES", "LOCAL_STAGES", "CLUSTER_KEYS", "cluster_settings", "placement"
+)
 
 
 @pytest.mark.parametrize("gpu_vram_gb", [0.0, 24.0])
