@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from src.app.core.data_adapter import DataAdapter, batch_codes
+from src.app.core.data.codes import batch_codes
+from src.app.core.data_adapter import DataAdapter
 from src.app.core.model.embed import run_embedding
 from src.app.core.model.nn import VAE, VAEConfig
 from src.app.core.model_adapter import ModelAdapter

@@ -32,7 +32,7 @@ def test_label_codes_sort_names_and_mark_unlabelled():
 
 def test_draw_keeps_every_class_and_matches_the_classifier_heads_draw():
     from src.app.config import config_from_dict
-    from src.app.core.data_adapter import label_codes as head_codes
+    from src.app.core.data.codes import head_codes
 
     values = np.array(["T"] * 200 + ["B"] * 50 + ["Platelet"] * 3 + [None] * 10, dtype=object)
     codes, classes = label_codes(pd.Series(values))

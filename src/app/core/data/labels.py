@@ -27,7 +27,7 @@ def label_codes(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 def draw_visible(codes: np.ndarray, *, fraction: float, seed: int) -> np.ndarray:
     """A seeded, stratified ``fraction`` of the labelled cells (codes >= 0): ``round(fraction *
     n)`` of each class, at least one, so every class has a labelled cell. Also the classifier
-    head's draw (``data_adapter.label_codes``)."""
+    head's draw (``codes.head_codes``)."""
     rng = np.random.default_rng(seed)
     visible = np.zeros(len(codes), dtype=bool)
     for cls in np.unique(codes[codes >= 0]):
