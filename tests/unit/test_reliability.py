@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.app.checksums import seal
 from src.app.cli import main
 from src.app.core.data.preprocess import COUNTS_LAYER
 from src.app.machine import Runtime
@@ -74,9 +75,11 @@ def duplicated(axis: str) -> Callable:
     return changed(change)
 
 
-def write_input(path: Path, spec, base) -> None:
+def write_input(path: Path, spec, base, *, sealed: bool = False) -> None:
     """``spec``: None (no file), bytes, "truncated" (half of ``base``'s file), "good" or a
-    function of ``base``."""
+    function of ``base``. ``sealed``: a complete h5ad gets the seal an earlier stage writes, so
+    the reading stage checks its checksum instead of walking it in a child process (the walk of
+    unsealed files is the download cases' and test_reliability_damage's)."""
     if spec is None:
         return
     if isinstance(spec, bytes):
@@ -85,8 +88,12 @@ def write_input(path: Path, spec, base) -> None:
         base.write_h5ad(path)
         if spec == "truncated":
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        elif sealed:
+            seal(path)
     else:
         spec(base).write_h5ad(path)
+        if sealed:
+            seal(path)
 
 
 RAW_CASES = {
@@ -202,7 +209,7 @@ TRAIN_CASES = {
 @pytest.mark.parametrize("case", TRAIN_CASES)
 def test_train_refuses_bad_preprocessed_data(case, good, work, capsys):
     spec, env, match = TRAIN_CASES[case]
-    write_input(work / "pre.h5ad", spec, good["pre"])
+    write_input(work / "pre.h5ad", spec, good["pre"], sealed=True)
     argv = ["train", "--input", "pre.h5ad", "--model_dir", "out/model", "--output_dir", "out"]
     fails(work, argv, match, capsys, env)
 
@@ -244,12 +251,11 @@ def test_embed_refuses_a_checkpoint_that_does_not_fit(case, good, work, capsys):
     if change is None:
         names = list(good["pre"].var_names)
         names[0] = "OTHER"
-        changed(lambda pre: setattr(pre, "var_names", names))(good["pre"]).write_h5ad(
-            work / "pre.h5ad"
-        )
+        spec = changed(lambda pre: setattr(pre, "var_names", names))
     else:
         change(work / "model")
-        good["pre"].write_h5ad(work / "pre.h5ad")
+        spec = "good"
+    write_input(work / "pre.h5ad", spec, good["pre"], sealed=True)
     argv = ["embed", "--model_dir", "model", "--input", "pre.h5ad"]
     argv += ["--latent", "out/latent.npy", "--output", "out/emb.h5ad"]
     fails(work, argv, match, capsys)
