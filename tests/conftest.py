@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.app.config import Config, config_from_dict
+from src.app.config import Config, config_from_dict, load_yaml
 from src.app.machine import MachineProfile, Runtime, profile_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os._exit(0)
 
 
+@functools.cache
+def _profile_template() -> str:
+    return (ROOT / "config.yml.example").read_text()
+
+
 def profile_dict(**changes) -> dict:
-    data = yaml.safe_load((ROOT / "config.yml.example").read_text())
+    data = load_yaml(_profile_template())
     data.update(changes)
     return data
 
