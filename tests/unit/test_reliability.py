@@ -84,16 +84,12 @@ def write_input(path: Path, spec, base, *, sealed: bool = False) -> None:
         return
     if isinstance(spec, bytes):
         path.write_bytes(spec)
-    elif spec in ("good", "truncated"):
-        base.write_h5ad(path)
-        if spec == "truncated":
-            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-        elif sealed:
-            seal(path)
-    else:
-        spec(base).write_h5ad(path)
-        if sealed:
-            seal(path)
+        return
+    (base if spec in ("good", "truncated") else spec(base)).write_h5ad(path)
+    if spec == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif sealed:
+        seal(path)
 
 
 RAW_CASES = {

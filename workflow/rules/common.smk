@@ -1,7 +1,8 @@
 # helpers shared by the rules: the run configs (validated against the schema generated from
 # src/app/config.py, then built by the CLI's own loader), the machine profile, the files of each
-# run and each job's command (resources.smk: the resources the profile gives each job). Rules use `{run_id}` (and download `{source}`)
-# wildcards, so several runs side by side are separate jobs of one DAG.
+# run and each job's command (resources.smk: the resources the profile gives each job). Rules
+# use `{run_id}` (and download `{source}`) wildcards, so several runs side by side are separate
+# jobs of one DAG.
 import dataclasses
 import json
 import os
