@@ -137,6 +137,7 @@ def _run_stage(command: str, cfg, layout: RunLayout, profile, **paths: str | Pat
             metrics=pick("metrics", layout.metrics),
             model_dir=model_dir,
             output=pick("output", layout.figures),
+            profile=profile,
         )
 
 
@@ -203,11 +204,13 @@ def run(args: argparse.Namespace) -> int:
     roots = {"paths.results": cfg.paths.results, "paths.resources": cfg.paths.resources}
     check_outputs(written, {**roots, "--output_dir": args.output_dir})
     profile = None
-    if command not in ("write-config", "plot"):  # plot reads results only
+    if command not in ("write-config", "plot"):
         from src.app.machine import set_thread_env
 
         profile = _profile(cfg, dry_run=args.dry_run)
         set_thread_env(profile.annotation_threads)
+    elif command == "plot" and Path(cfg.paths.machine_profile).exists():
+        profile = load_machine_profile(cfg.paths.machine_profile)  # its cores; plot needs no more
     # one writer per run folder (download writes to the shared resources only)
     with folder_lock(None if command == "download" else written_folder(layout.root, written)):
         if command in USER_COMMANDS:

@@ -118,6 +118,12 @@ def dense_budget(profile: MachineProfile | None) -> float | None:
     return None if profile is None else profile.max_ram_usage_gb * 2**30 / 2
 
 
+def spare_core(profile: MachineProfile | None) -> bool:
+    """Whether a stage may run a child process beside its own work (``annotation_threads`` of
+    at least 2); never without a machine profile."""
+    return profile is not None and profile.annotation_threads >= 2
+
+
 def evaluate(
     cfg: Config,
     *,
@@ -133,8 +139,9 @@ def evaluate(
 
     check_h5ad(input, "preprocess output", PREPROCESS_HINT)
     check_h5ad(embedded, "embed output", "run the embed stage first")
-    from src.app.core.evaluate.annotate import annotations
-    from src.app.core.evaluate.run import evaluate_run
+    from src.app.background import beside
+    from src.app.core.evaluate.annotate import annotations, latent_umap
+    from src.app.core.evaluate.run import evaluate_run, latent_neighbours
 
     obs = read_element(input, "obs", ".obs", "preprocess")
     latent, cells, head = read_embedding(embedded)
@@ -152,10 +159,14 @@ def evaluate(
     expression = None
     if cfg.baseline.method != "none":
         expression = read_element(input, "X", "the expression matrix .X", "preprocess")
-    evaluation = evaluate_run(
-        latent, obs, cfg, expression=expression, head=head, max_bytes=dense_budget(profile)
-    )
-    added = annotations(latent, obs, evaluation, cfg, carried=tuple(cells.columns))
+    neighbours = latent_neighbours(latent, cfg)
+    # the UMAP's layout (single-threaded numba) in a child beside the classifier fits
+    with beside(latent_umap, latent, neighbours, cfg, parallel=spare_core(profile)) as umap:
+        evaluation = evaluate_run(
+            latent, obs, cfg, expression=expression, head=head,
+            max_bytes=dense_budget(profile), neighbours=neighbours,
+        )  # fmt: skip
+        added = annotations(latent, obs, evaluation, cfg, carried=tuple(cells.columns), umap=umap())
     with atomic_path(output) as tmp_metrics, atomic_path(annotated) as tmp_annotated:
         write_json(tmp_metrics, evaluation.metrics)
         write_with_additions(
@@ -180,10 +191,12 @@ def plot(
     metrics: str | Path,
     model_dir: str | Path,
     output: str | Path,
+    profile: MachineProfile | None = None,
 ) -> list[Path]:
     """annotated.h5ad + metrics.json + the training history -> the figures in folder ``output``
     (umap, confusion, label_efficiency, training_curves .png); returns their paths. Reads and
-    draws only."""
+    draws only: the UMAP here, the figures of metrics.json and the history in a child beside it
+    where the machine profile gives a second core."""
     from src.app.checksums import manifest_problem
     from src.app.core.data.h5ad import check_h5ad, reading
     from src.app.layout import FIGURES, figure_path
@@ -197,14 +210,23 @@ def plot(
     check_h5ad(input, "evaluate output", "run the evaluate stage first")
     import anndata as ad
 
-    from src.app.core.plot.run import plot_run
+    from src.app.background import beside
+    from src.app.core.plot.run import plot_results, plot_umap
 
-    with reading(input, "evaluate output", expected="the evaluate stage's annotated.h5ad"):
-        adata = ad.read_h5ad(input, backed="r")  # .obs, .obsm and .uns; .X stays on disk
+    adata = None
     try:
         with staged_files(output) as tmp:  # all figures or none
             staged = {name: figure_path(tmp, name) for name in FIGURES}
-            plot_run(adata, results, history, staged, dpi=cfg.viz.dpi)
+            parallel = spare_core(profile)
+            with beside(
+                plot_results, results, history, staged, dpi=cfg.viz.dpi, parallel=parallel
+            ) as drawn:
+                with reading(
+                    input, "evaluate output", expected="the evaluate stage's annotated.h5ad"
+                ):
+                    adata = ad.read_h5ad(input, backed="r")  # .obs, .obsm, .uns; .X stays on disk
+                plot_umap(adata, results, staged["umap"], dpi=cfg.viz.dpi)
+                drawn()
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, AppError):
             raise
@@ -213,7 +235,8 @@ def plot(
             f"stages write ({type(exc).__name__}: {exc}); rerun them"
         ) from exc
     finally:
-        adata.file.close()
+        if adata is not None:
+            adata.file.close()
     figures = [figure_path(output, name) for name in FIGURES]
     log.info("figures: %s", ", ".join(str(p) for p in figures))
     return figures

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.app.core.data.graph import knn_graph
+from src.app.core.data.graph import knn_graph, nearest_neighbours
 from src.app.core.data.labels import draw_visible, label_codes
 from src.app.core.evaluate.classify import (
     fit_predict,
@@ -13,7 +13,8 @@ from src.app.core.evaluate.classify import (
     out_of_fold_proba,
     transfer_proba,
 )
-from src.app.core.model.pseudo_labels import pseudo_labels
+from src.app.core.model import pseudo_labels as pseudo_module
+from src.app.core.model.pseudo_labels import brute_force_neighbours, pseudo_labels
 
 
 def blobs(sizes, *, dim=5, sep=8.0, seed=0):
@@ -106,6 +107,20 @@ def test_one_percent_labels_with_a_rare_class(method):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     accuracy = (proba.argmax(axis=1) == y)[~visible].mean()
     assert accuracy > 0.6
+
+
+def test_brute_force_neighbours_match_the_tree_search(monkeypatch):
+    x, _ = blobs([60, 50, 40], dim=4, sep=2.0, seed=5)
+    monkeypatch.setattr(pseudo_module, "BRUTE_FORCE_CHUNK", 32)  # several chunks
+    found = brute_force_neighbours(x, n_neighbors=7)
+    expected, _ = nearest_neighbours(x, n_neighbors=7)
+    np.testing.assert_array_equal(np.sort(found, axis=1), np.sort(expected, axis=1))
+    assert (found != np.arange(len(x))[:, None]).all()  # never its own neighbour
+    # duplicated points: self still excluded, k capped at cells - 1
+    tied = brute_force_neighbours(np.zeros((3, 2)), n_neighbors=5)
+    assert np.sort(tied, axis=1).tolist() == [[1, 2], [0, 2], [0, 1]]
+    monkeypatch.setattr(pseudo_module, "BRUTE_FORCE_MAX_CELLS", 100)
+    assert brute_force_neighbours(x, n_neighbors=7) is None  # a tree search is faster there
 
 
 def test_pseudo_labels_follow_the_graph_and_weigh_by_certainty():

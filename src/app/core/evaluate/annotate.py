@@ -68,6 +68,13 @@ def _label_columns(
         out.uns[colours_key(column)] = [colours.get(c, UNLABELLED_COLOUR) for c in categories]
 
 
+def latent_umap(latent: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray], cfg: Config):
+    """The UMAP of the latent from its neighbours (:func:`latent_neighbours`), as annotated.h5ad
+    stores it: ``(obsm, obsp, uns)`` entries of :func:`umap_entries`."""
+    idx, dist = neighbours
+    return umap_entries(latent, idx, dist, cfg.viz, seed=cfg.seed, use_rep=LATENT_KEY)
+
+
 def annotations(
     latent: np.ndarray,
     obs: pd.DataFrame,
@@ -75,6 +82,7 @@ def annotations(
     cfg: Config,
     *,
     carried: tuple[str, ...] = (),
+    umap: tuple[dict, dict, dict] | None = None,
 ) -> Additions:
     """annotated.h5ad's additions to the preprocessed data: ``.obsm["X_vae"]`` and
     ``["X_umap"]`` (with scanpy's neighbour graph in ``.obsp`` and ``.uns``), ``.obsm["X_pca"]``
@@ -83,10 +91,10 @@ def annotations(
     ``eval.label_keys`` the columns of :func:`_label_columns`, and ``.uns["config"]`` /
     ``.uns["metrics"]`` as JSON text. ``obs``: the data's ``.obs`` joined with the embed stage's
     columns, which are named in ``carried`` (the head's predictions and confidence) and kept as
-    they are unless recast above."""
+    they are unless recast above; ``umap``: :func:`latent_umap`'s entries, computed here when
+    not given."""
     out = Additions(obsm={LATENT_KEY: latent})
-    idx, dist = evaluation.neighbours
-    obsm, obsp, uns = umap_entries(latent, idx, dist, cfg.viz, seed=cfg.seed, use_rep=LATENT_KEY)
+    obsm, obsp, uns = umap or latent_umap(latent, evaluation.neighbours, cfg)
     out.obsm.update(obsm)
     out.obsp.update(obsp)
     out.uns.update(uns)

@@ -126,6 +126,13 @@ def _with_head(vae: dict[str, Any], obs: pd.DataFrame, cfg: Config, head: Any, v
     return joint["f1_macro"]
 
 
+def latent_neighbours(latent: np.ndarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The one neighbour search of the latent (indices and distances, self excluded): label
+    propagation and the UMAP slice it, so it has the larger of their k."""
+    k = max(cfg.eval.propagation_neighbors, cfg.viz.n_neighbors - 1)
+    return nearest_neighbours(latent, n_neighbors=k)
+
+
 def evaluate_run(
     latent: np.ndarray,
     obs: pd.DataFrame,
@@ -134,6 +141,7 @@ def evaluate_run(
     expression: Any = None,
     head: tuple[str, np.ndarray, list[str]] | None = None,
     max_bytes: float | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Evaluation:
     """The metrics.json of a run: the latent's metrics (top level), the classifier head's
     (``labels.<key>.joint`` and one point of ``label_efficiency.<key>.joint``) and the PCA
@@ -144,16 +152,16 @@ def evaluate_run(
 
     ``expression``: the log-normalised HVGs (cells x genes), needed for the baseline; ``head``:
     the classifier head's ``(label key, class probabilities, class names)``; ``max_bytes``: the
-    most a dense copy of ``expression`` may take (see :func:`pca_representation`).
+    most a dense copy of ``expression`` may take (see :func:`pca_representation`);
+    ``neighbours``: :func:`latent_neighbours` of ``latent``, searched here when not given.
     """
     seed = cfg.seed
     batches = None
     if cfg.data.batch_key is not None:
         batches = batch_column(obs, cfg.data.batch_key, where="preprocessed data")
     visible = visible_cells(obs, cfg)
-    # one neighbour search of the latent: label propagation and the UMAP slice it
-    k = max(cfg.eval.propagation_neighbors, cfg.viz.n_neighbors - 1)
-    neighbours = nearest_neighbours(latent, n_neighbors=k)
+    if neighbours is None:
+        neighbours = latent_neighbours(latent, cfg)
     reps = {"vae": (latent, neighbours[0])}
     base = make_baseline(expression, cfg, batches, max_bytes=max_bytes)
     if base is not None:

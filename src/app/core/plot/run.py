@@ -72,12 +72,26 @@ def plot_run(
     ``batch.batch_key``, where there is one, adds a UMAP panel by batch) and the training
     history; ``figures``: name -> output path for ``umap``, ``confusion``, ``label_efficiency``
     and ``training_curves``."""
+    plot_umap(adata, metrics, figures["umap"], dpi=dpi)
+    plot_results(metrics, history, figures, dpi=dpi)
+
+
+def plot_umap(adata: Any, metrics: dict[str, Any], out: str | Path, *, dpi: int) -> None:
+    """The UMAP figure: the panels of :func:`umap_panels` on annotated.h5ad's UMAP."""
     label_keys = list(metrics["protocol"]["label_keys"])
     batch_key = metrics.get("batch", {}).get("batch_key")
     coords = np.asarray(adata.obsm[UMAP_KEY])
     panels = umap_panels(adata, label_keys, batch_key)
     new_row = (batch_title(batch_key),) if batch_key is not None else ()
-    plot_embedding(coords, panels, figures["umap"], dpi=dpi, ncols=2, new_row=new_row)
+    plot_embedding(coords, panels, out, dpi=dpi, ncols=2, new_row=new_row)
+
+
+def plot_results(
+    metrics: dict[str, Any], history: list[dict[str, Any]], figures: dict[str, Path], *, dpi: int
+) -> None:
+    """The figures of metrics.json and the training history alone: ``confusion``,
+    ``label_efficiency`` and ``training_curves`` of ``figures`` (name -> output path)."""
+    label_keys = list(metrics["protocol"]["label_keys"])
     plot_confusion(confusion_panels(metrics, label_keys), figures["confusion"], dpi=dpi)
     plot_label_efficiency(metrics, figures["label_efficiency"], dpi=dpi, label_keys=label_keys)
     plot_training_curves(history, figures["training_curves"], dpi=dpi)
