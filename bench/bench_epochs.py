@@ -6,15 +6,13 @@ on the first label key) and prints one row: seconds to a trained model, kNN (k=1
 on each label key and the head's macro F1 on the cells whose label it did not see. The last lines
 give each epoch count's mean and SD over the seeds, per data set.
 
-    .venv/bin/python bench/bench_epochs.py [--epochs 100 60] [--schedules constant cosine]
-        [--seeds 0 1 2] [--sets pbmc3k ...]
+    .venv/bin/python bench/bench_epochs.py [--epochs 100 60] [--seeds 0 1 2] [--sets pbmc3k ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import statistics
 import sys
 import time
@@ -47,7 +45,7 @@ def prepared(name: str, cfg):
     return preprocess(raw, cfg.preprocess, seed=cfg.seed), cfg
 
 
-def one_run(adata, cfg, *, epochs: int, schedule: str, seed: int) -> dict:
+def one_run(adata, cfg, *, epochs: int, seed: int) -> dict:
     import torch
 
     from src.app.core.data_adapter import DataAdapter
@@ -55,8 +53,7 @@ def one_run(adata, cfg, *, epochs: int, schedule: str, seed: int) -> dict:
     from src.app.core.model_adapter import ModelAdapter
     from src.app.machine import load_machine_profile, resolve_runtime
 
-    train = dataclasses.replace(cfg.train, epochs=epochs, lr_schedule=schedule)
-    cfg = dataclasses.replace(cfg, seed=seed, train=train)
+    cfg = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, epochs=epochs))
     profile = load_machine_profile(ROOT / "config.yml")
     runtime = resolve_runtime(profile, cfg.train, cuda_available=torch.cuda.is_available())
     torch.set_num_threads(runtime.threads)
@@ -76,7 +73,6 @@ def one_run(adata, cfg, *, epochs: int, schedule: str, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, nargs="+", default=[100, 60])
-    parser.add_argument("--schedules", nargs="+", default=["constant"], help="train.lr_schedule")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     args = parser.parse_args(argv)
@@ -86,20 +82,18 @@ def main(argv: list[str] | None = None) -> None:
     summary = []
     for name in args.sets:
         adata, cfg = prepared(name, base)
-        for epochs, schedule in itertools.product(args.epochs, args.schedules):
+        for epochs in args.epochs:
             rows = []
             for seed in args.seeds:
-                rows.append(one_run(adata, cfg, epochs=epochs, schedule=schedule, seed=seed))
-                scores = {k: round(v, 3) for k, v in rows[-1].items()}
-                print(name, epochs, schedule, seed, scores, flush=True)
+                rows.append(one_run(adata, cfg, epochs=epochs, seed=seed))
+                print(name, epochs, seed, {k: round(v, 3) for k, v in rows[-1].items()}, flush=True)
             stats = {
                 k: (statistics.fmean(r[k] for r in rows), statistics.pstdev(r[k] for r in rows))
                 for k in rows[0]
             }
-            summary.append((name, epochs, schedule, stats))
-    for name, epochs, schedule, stats in summary:
-        scores = "  ".join(f"{k} {m:.3f}+-{s:.3f}" for k, (m, s) in stats.items())
-        print(name, epochs, schedule, scores)
+            summary.append((name, epochs, stats))
+    for name, epochs, stats in summary:
+        print(name, epochs, "  ".join(f"{k} {m:.3f}+-{s:.3f}" for k, (m, s) in stats.items()))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")  # scored on the raw counts of the
 DECODERS = ("linear", "mlp")
 QC_RULES = ("auto", "fixed", "mad")  # the cell QC rules of src.app.core.data.qc
 DEVICES = ("auto", "cpu", "cuda")
-LR_SCHEDULES = ("constant", "cosine")  # src.app.core.model.train_loop.learning_rate
 BASELINE_METHODS = ("pca", "none")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -11,7 +11,6 @@ from src.app.config_rules import (
     DECODERS,
     DEVICES,
     LIKELIHOODS,
-    LR_SCHEDULES,
     QC_RULES,
     SOURCE_PBMC3K,
     _require,
@@ -122,7 +121,6 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     early_stopping_patience: int = 0
     grad_clip_norm: float = 10.0
-    lr_schedule: str = "constant"
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -136,11 +134,6 @@ class TrainConfig:
         _require(self.kl_warmup_epochs >= 0, "train.kl_warmup_epochs", "must be >= 0")
         _require(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
         _require(self.grad_clip_norm > 0, "train.grad_clip_norm", "must be > 0")
-        _require(
-            self.lr_schedule in LR_SCHEDULES,
-            "train.lr_schedule",
-            f"must be one of {list(LR_SCHEDULES)}, got '{self.lr_schedule}'",
-        )
         _require(self.device in DEVICES, "train.device", f"must be one of {list(DEVICES)}")
 
 

@@ -1,7 +1,5 @@
 """Count likelihoods, the classifier head, KL warm-up and early stopping on synthetic counts."""
 
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +8,7 @@ import torch
 from src.app.core.data.labels import draw_visible, label_codes
 from src.app.core.data_adapter import DataAdapter
 from src.app.core.model.nn import VAE, VAEConfig
-from src.app.core.model.train_loop import EarlyStopping, kl_weight, learning_rate
+from src.app.core.model.train_loop import EarlyStopping, kl_weight
 from src.app.core.model_adapter import ModelAdapter
 from src.app.errors import DataError
 from tests.conftest import replace, small_config
@@ -21,16 +19,6 @@ def test_kl_weight_schedule():
     assert kl_weight(0, warmup_epochs=0) == 1.0
     assert kl_weight(0, warmup_epochs=2, final=0.5) == 0.25
     assert kl_weight(5, warmup_epochs=2, final=0.5) == 0.5
-
-
-def test_learning_rate_schedules():
-    assert [learning_rate(e, epochs=4, base=0.1, schedule="constant") for e in range(4)] == [
-        0.1
-    ] * 4
-    cosine = [learning_rate(e, epochs=4, base=0.1, schedule="cosine") for e in range(4)]
-    assert cosine[0] == pytest.approx(0.1)
-    assert cosine[2] == pytest.approx(0.05)  # half-way: half the rate
-    assert all(a > b > 0 for a, b in itertools.pairwise(cosine))
 
 
 def test_early_stopping_tracks_best_and_stops():

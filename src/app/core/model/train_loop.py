@@ -32,14 +32,6 @@ def kl_weight(epoch: int, *, warmup_epochs: int, final: float = 1.0) -> float:
     return final * min(1.0, (epoch + 1) / warmup_epochs)
 
 
-def learning_rate(epoch: int, *, epochs: int, base: float, schedule: str) -> float:
-    """The learning rate of ``epoch`` (0-based) of ``epochs``: ``base`` throughout (constant),
-    or cosine annealing from ``base`` at the first epoch towards 0 after the last (cosine)."""
-    if schedule == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-    return base
-
-
 class EarlyStopping:
     """Stop when the monitored loss has not improved for ``patience`` epochs (0: never) and
     keep a copy of the best weights."""
@@ -148,7 +140,6 @@ def train_vae(
         if epoch in refresh_at:
             pseudo = refresh_pseudo_labels(module, data, cfg, runtime)
         kl = kl_weight(epoch, warmup_epochs=tc.kl_warmup_epochs, final=tc.kl_weight)
-        opt.lr = learning_rate(epoch, epochs=runtime.epochs, base=runtime.lr, schedule=tc.lr_schedule)
         module.train()
         sums = torch.zeros(4, device=runtime.device)  # loss, reconstruction, kl, classification
         n_cells = 0
