@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -109,6 +110,34 @@ def test_dry_run_smoke(dry_run):
     names += [f"figures/{name}.png" for name in FIGURES]
     for name in names:
         assert (dry_run / name).exists(), name
+
+
+@pytest.mark.slow
+def test_a_second_core_changes_no_output(dry_run, tmp_path):
+    """evaluate (the UMAP in a forked child) and plot (the metrics figures in one) on two cores
+    write what the one-core dry run wrote: the same metrics, UMAP and figure bytes."""
+    import anndata as ad
+
+    from src.app import stages
+    from src.app.config import load_config
+    from src.app.machine import profile_from_dict
+
+    cfg = load_config(dry_run / "config.used.yaml")
+    profile = profile_from_dict(profile_dict(annotation_threads=2))
+    metrics, annotated = tmp_path / "metrics.json", tmp_path / "annotated.h5ad"
+    stages.evaluate(
+        cfg, input=dry_run / "preprocessed.h5ad", embedded=dry_run / "embedded.h5ad",
+        output=metrics, annotated=annotated, profile=profile,
+    )  # fmt: skip
+    assert json.loads(metrics.read_text()) == json.loads((dry_run / "metrics.json").read_text())
+    umap = ad.read_h5ad(annotated).obsm["X_umap"]
+    np.testing.assert_array_equal(umap, ad.read_h5ad(dry_run / "annotated.h5ad").obsm["X_umap"])
+    figures = stages.plot(
+        cfg, input=annotated, metrics=metrics, model_dir=dry_run / "model",
+        output=tmp_path / "figures", profile=profile,
+    )  # fmt: skip
+    for figure in figures:
+        assert figure.read_bytes() == (dry_run / "figures" / figure.name).read_bytes(), figure
 
 
 @pytest.mark.slow
