@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,12 +22,17 @@ def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def _one_thread(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-    """``fn(*args, **kwargs)`` on one BLAS / OpenMP thread: the parent keeps the other core."""
+def _child(send: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """The forked child: ``fn(*args, **kwargs)`` on one BLAS / OpenMP thread (the parent keeps
+    the other core), its result or exception sent back through ``send``."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
-        return fn(*args, **kwargs)
+    try:
+        with threadpool_limits(limits=1):
+            outcome = (True, fn(*args, **kwargs))
+    except BaseException as exc:  # raised again in the parent
+        outcome = (False, exc)
+    send.send(outcome)
 
 
 @contextmanager
@@ -40,7 +43,8 @@ def beside(
     returns its result, waiting for the child if it has not finished. Without ``parallel`` (one
     core) or where the platform cannot fork, the call runs in this process when its result is
     first asked for. A child that dies (killed for memory, say) is logged and its call rerun
-    here; an exception raised by ``fn`` is raised again by the returned function."""
+    here; an exception raised by ``fn`` is raised again by the returned function; leaving the
+    block before asking (an error in the caller's own work) stops the child at once."""
     done: list[Any] = []
 
     def inline() -> Any:
@@ -52,17 +56,28 @@ def beside(
         yield inline
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(_one_thread, fn, args, kwargs)
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+    child.start()
+    send.close()
 
-        def result() -> Any:
-            if done:
-                return done[0]
-            try:
-                done.append(future.result())
-            except BrokenProcessPool:
-                log.warning("the child process computing %s died; computing it here", fn.__name__)
-                return inline()
+    def result() -> Any:
+        if done:
             return done[0]
+        try:
+            ok, value = receive.recv()
+        except EOFError:
+            log.warning("the child process computing %s died; computing it here", fn.__name__)
+            return inline()
+        if not ok:
+            raise value
+        done.append(value)
+        return value
 
+    try:
         yield result
+    finally:
+        if child.is_alive() and not done:
+            child.terminate()
+        child.join()
+        receive.close()

@@ -1,4 +1,5 @@
 import os
+import time
 
 import numpy as np
 import pytest
@@ -43,3 +44,14 @@ def test_a_child_that_dies_is_computed_here(caplog):
     with beside(_dies_in_a_child, os.getpid(), parallel=True) as result:
         assert result() == "computed here"
     assert "died" in caplog.text
+
+
+@pytest.mark.skipif(not can_fork(), reason="needs fork")
+def test_an_error_in_the_callers_work_stops_the_child_at_once():
+    start = time.perf_counter()
+    with (
+        pytest.raises(RuntimeError, match="the caller failed"),
+        beside(time.sleep, 30, parallel=True),
+    ):
+        raise RuntimeError("the caller failed")
+    assert time.perf_counter() - start < 10  # not the child's 30 s
