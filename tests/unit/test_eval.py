@@ -219,3 +219,28 @@ def test_umap_graph_is_umap_learns():
         knn_dists=np.hstack([np.zeros_like(rows, dtype=float), dist]).astype(np.float32),
     )  # fmt: skip
     assert abs(theirs.tocsr() - ours).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_umap_layout_is_umap_learns_with_or_without_the_cached_compile():
+    """The layout compiled with numba's disk cache is umap-learn's own, coordinate for
+    coordinate, and umap-learn's function is back in place afterwards."""
+    from sklearn.utils import check_random_state
+    from umap import layouts
+    from umap.umap_ import find_ab_params, simplicial_set_embedding
+
+    from src.app.core.data.graph import nearest_neighbours
+    from src.app.core.evaluate.umap import fuzzy_graph, umap_layout
+
+    own = layouts._nb_optimize_layout_euclidean_single_epoch
+    points, _ = blobs([60, 40, 30], dim=5)
+    idx, dist = nearest_neighbours(points, n_neighbors=14)
+    graph, _ = fuzzy_graph(idx, dist)
+    a, b = find_ab_params(1.0, 0.5)
+    ours = umap_layout(points, graph, a=a, b=b, seed=3)
+    assert layouts._nb_optimize_layout_euclidean_single_epoch is own
+    theirs, _ = simplicial_set_embedding(
+        points, graph.tocoo(), 2, 1.0, a, b, 1.0, 5, None, "spectral", check_random_state(3),
+        "euclidean", {}, False, {}, False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(ours, np.asarray(theirs, dtype=np.float32))

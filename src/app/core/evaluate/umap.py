@@ -11,6 +11,8 @@ run again, and umap-learn's graph code is numba that is compiled afresh in every
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -68,6 +70,26 @@ def fuzzy_graph(idx: np.ndarray, dist: np.ndarray) -> tuple[Any, Any]:
     return graph.astype(np.float32), distances.astype(np.float32)
 
 
+@contextlib.contextmanager
+def _cached_layout_epoch() -> Iterator[None]:
+    """umap-learn's layout epoch compiled with numba's on-disk cache while the block runs:
+    umap-learn's own copy of that function is compiled afresh in every process (0.6 to 1 s on 2
+    cores, each evaluate job), this one once per installation. The same Python function and
+    numba options (fastmath, serial), so the same layout; umap-learn's module global is
+    restored on exit."""
+    import numba
+    from umap import layouts
+
+    name = "_nb_optimize_layout_euclidean_single_epoch"
+    own = getattr(layouts, name)
+    cached = numba.njit(own.py_func, fastmath=True, parallel=False, cache=True)
+    setattr(layouts, name, cached)
+    try:
+        yield
+    finally:
+        setattr(layouts, name, own)
+
+
 def umap_layout(latent: np.ndarray, graph: Any, *, a: float, b: float, seed: int) -> np.ndarray:
     """2-D UMAP coordinates (cells, 2) of ``latent`` from its membership ``graph`` and the curve
     parameters ``a``, ``b``, seeded, with spectral initialisation and umap-learn's default epochs
@@ -75,24 +97,25 @@ def umap_layout(latent: np.ndarray, graph: Any, *, a: float, b: float, seed: int
     from sklearn.utils import check_random_state
     from umap.umap_ import simplicial_set_embedding
 
-    coords, _ = simplicial_set_embedding(
-        data=latent,
-        graph=graph.tocoo(),  # a copy: umap-learn prunes its weights in place
-        n_components=2,
-        initial_alpha=1.0,
-        a=a,
-        b=b,
-        gamma=1.0,
-        negative_sample_rate=5,
-        n_epochs=None,
-        init="spectral",
-        random_state=check_random_state(seed),
-        metric="euclidean",
-        metric_kwds={},
-        densmap=False,
-        densmap_kwds={},
-        output_dens=False,
-    )
+    with _cached_layout_epoch():
+        coords, _ = simplicial_set_embedding(
+            data=latent,
+            graph=graph.tocoo(),  # a copy: umap-learn prunes its weights in place
+            n_components=2,
+            initial_alpha=1.0,
+            a=a,
+            b=b,
+            gamma=1.0,
+            negative_sample_rate=5,
+            n_epochs=None,
+            init="spectral",
+            random_state=check_random_state(seed),
+            metric="euclidean",
+            metric_kwds={},
+            densmap=False,
+            densmap_kwds={},
+            output_dens=False,
+        )
     return np.asarray(coords, dtype=np.float32)
 
 
