@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 from src.app.config import BaselineConfig
 from src.app.core.evaluate.baseline import pca_representation
 from src.app.core.model.pseudo_labels import pseudo_labels
+from tests.examples import examples
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 # log-normalised expression: zeros and values on a count-like grid (no subnormal spreads, where
@@ -25,7 +26,7 @@ def labelled_clouds(draw):
     return points, codes, n_classes
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(cloud=labelled_clouds(), k=st.integers(1, 12))
 def test_pseudo_labels_are_valid_classes_with_weights_in_range(cloud, k):
     points, codes, n_classes = cloud
@@ -39,7 +40,7 @@ def test_pseudo_labels_are_valid_classes_with_weights_in_range(cloud, k):
         assert (weights == 0).all()  # nothing to spread
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     x=arrays(np.float32, st.tuples(st.integers(4, 30), st.integers(3, 8)), elements=expression),
     rows=st.integers(1, 40),
@@ -58,7 +59,7 @@ def test_blockwise_pca_keeps_the_dense_routes_distances(x, rows):
     np.testing.assert_allclose(gram(blockwise), gram(dense), atol=2e-3 * scale**2)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(cloud=labelled_clouds(), k=st.integers(1, 14))
 def test_umap_graph_is_a_symmetric_fuzzy_union_on_any_cloud(cloud, k):
     """The UMAP membership graph from any neighbours (duplicates and ties included): finite

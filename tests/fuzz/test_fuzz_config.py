@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from src.app.cli_args import COMMANDS, parse_args
 from src.app.config import Config, apply_env_overrides, check_safe_name, config_from_dict
 from src.app.errors import ConfigError
+from tests.examples import examples
 
 SECTIONS = ["paths", "data", "preprocess", "model", "train", "eval", "viz"]
 scalars = st.one_of(
@@ -40,7 +41,7 @@ configs = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(configs)
 def test_loader_accepts_or_names_a_key(data):
     try:
@@ -56,7 +57,7 @@ env_names = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         env_names.map(lambda p: "APP__" + "__".join(p).upper()), st.text(max_size=10), max_size=3
@@ -70,14 +71,14 @@ def test_env_overrides_never_crash(environ):
         assert str(exc)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(st.integers(1, 10_000))
 def test_valid_epochs_round_trip_through_env(epochs):
     data = apply_env_overrides({}, {"APP__TRAIN__EPOCHS": str(epochs)})
     assert config_from_dict(data).train.epochs == epochs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(alphabet=string.printable, max_size=12))
 def test_safe_names_never_escape(name):
     try:
@@ -102,7 +103,7 @@ options = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(options)
 def test_cli_parsing_is_total(items):
     argv = []

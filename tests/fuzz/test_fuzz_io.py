@@ -23,6 +23,7 @@ from src.app.core.data_adapter import DataAdapter
 from src.app.errors import DataError
 from src.app.layout import RunLayout, child, raw_path
 from tests.conftest import replace, small_config
+from tests.examples import examples
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 names = st.text(alphabet=string.printable + "\u00e9\u2215\u0000", max_size=16)
@@ -33,7 +34,7 @@ def inside(path: Path, root: Path) -> bool:
     return Path(os.path.normpath(path)).parent == Path(os.path.normpath(root))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(names)
 def test_source_names_become_one_safe_file_name(source):
     name = source_name(source)
@@ -44,7 +45,7 @@ def test_source_names_become_one_safe_file_name(source):
     assert inside(raw_path(cfg), Path("res/raw"))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(names)
 def test_child_paths_stay_in_their_root(name):
     try:
@@ -64,7 +65,7 @@ def h5ad_file(tmp_path_factory, pre_adata):
     return path
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(cut=st.floats(0, 1, exclude_max=True), garbage=st.binary(max_size=64))
 def test_truncated_or_foreign_files_fail_with_a_data_error(tmp_path, h5ad_file, cut, garbage):
     data = h5ad_file.read_bytes()
@@ -86,7 +87,7 @@ PARTS = ["X/data", "X/indices", "X/indptr", "obs/_index", "var/_index", "obs/spl
 
 
 @pytest.mark.filterwarnings("ignore::Warning")  # anndata: parts without encoding metadata
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=examples(30), **SETTINGS)
 @given(
     damage=st.tuples(
         st.sampled_from(PARTS),

@@ -17,6 +17,7 @@ from src.app.core.model.distributions import (
     log_zinb_positive,
 )
 from src.app.errors import DataError
+from tests.examples import examples
 
 N = 2000
 
@@ -177,7 +178,7 @@ def test_check_counts_accepts_counts(x):
     check_counts(x, "nb")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     x=st.integers(0, 100_000),
     mu=st.floats(1e-6, 1e5),
