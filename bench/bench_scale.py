@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -31,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench._child import peak_rss_mb  # noqa: E402 (after the path above)
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 CHUNK_CELLS = 10_000
@@ -123,10 +124,6 @@ def write_synthetic(
 
 
 # --- one size, in a child process -------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def child(path: Path, *, ram_gb: float, threads: int, batch_size: int, workdir: Path) -> None:
