@@ -9,7 +9,8 @@ from src.app.errors import ConfigError
 SOURCE_PBMC3K = "pbmc3k"
 LIKELIHOODS = ("gaussian", "nb", "zinb", "poisson")
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")  # scored on the raw counts of the counts layer
-DECODERS = ("linear", "mlp")
+# auto: linear without batches, mlp with two or more (src.app.core.model.nn.resolve_decoder)
+DECODERS = ("auto", "linear", "mlp")
 QC_RULES = ("auto", "fixed", "mad")  # the cell QC rules of src.app.core.data.qc
 DEVICES = ("auto", "cpu", "cuda")
 BASELINE_METHODS = ("pca", "none")

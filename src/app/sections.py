@@ -88,7 +88,7 @@ class ModelConfig:
     hidden_dims: tuple[int, ...] = (128,)
     dropout: float = 0.1
     likelihood: str = "gaussian"
-    decoder: str = "linear"
+    decoder: str = "auto"
     standardize: bool = True
 
     def __post_init__(self) -> None:

@@ -9,7 +9,7 @@ import torch
 from src.app.core.data.codes import batch_codes
 from src.app.core.data_adapter import DataAdapter
 from src.app.core.model.embed import run_embedding
-from src.app.core.model.nn import VAE, VAEConfig
+from src.app.core.model.nn import VAE, VAEConfig, resolve_decoder
 from src.app.core.model_adapter import ModelAdapter
 from src.app.errors import CheckpointError, DataError
 from tests.conftest import small_config
@@ -42,6 +42,12 @@ def test_batch_covariate_reaches_encoder_and_decoder(decoder, likelihood):
         module.inference(x)
 
 
+def test_auto_decoder_is_linear_without_batches_and_mlp_with_two_or_more():
+    assert [resolve_decoder("auto", n) for n in (0, 1, 2, 5)] == ["linear", "linear", "mlp", "mlp"]
+    assert [resolve_decoder(d, 3) for d in ("linear", "mlp")] == ["linear", "mlp"]
+    assert resolve_decoder("mlp", 0) == "mlp"
+
+
 def test_batches_round_trip_through_the_checkpoint(tmp_path, runtime, pre_adata):
     cfg = small_config(tmp_path, data={"batch_key": "sample"})
     adata = with_samples(pre_adata, ("b", "a", "c"))
@@ -54,6 +60,9 @@ def test_batches_round_trip_through_the_checkpoint(tmp_path, runtime, pre_adata)
     loaded = ModelAdapter(cfg, runtime=runtime).load(tmp_path / "model")
     assert (loaded.batch_key, loaded.batch_categories) == ("sample", ["a", "b", "c"])
     assert loaded.module.cfg.n_batches == 3
+    # the default decoder (auto) resolved to the MLP for three batches, and the checkpoint says so
+    assert cfg.model.decoder == "auto"
+    assert model.module.cfg.decoder == loaded.module.cfg.decoder == "mlp"
     again = DataAdapter(cfg, runtime=runtime, adata=adata, batch_categories=["a", "b", "c"])
     np.testing.assert_allclose(loaded.predict(again.iter_all_batches()), before, atol=1e-6)
     # an array of encoder inputs with the batch codes gives the same latent

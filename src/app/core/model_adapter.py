@@ -18,7 +18,7 @@ from src.app.checksums import manifest_problem
 from src.app.config import Config
 from src.app.core.data_adapter import Batch, DataAdapter
 from src.app.core.model.checkpoint import check_vae_config, read_json
-from src.app.core.model.nn import VAE, VAEConfig
+from src.app.core.model.nn import VAE, VAEConfig, resolve_decoder
 from src.app.core.model.runtime import runtime_for
 from src.app.core.model.surgery import fit_new_batches, with_new_batches
 from src.app.core.model.train_loop import encode_means, on_device, train_vae
@@ -68,7 +68,7 @@ class ModelAdapter:
             likelihood=m.likelihood,
             n_labels=n_labels,
             n_batches=n_batches,
-            decoder=m.decoder,
+            decoder=resolve_decoder(m.decoder, n_batches),
             standardize=m.standardize,
         )
         torch.manual_seed(self.cfg.seed)

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from src.app.config import DECODERS, LIKELIHOODS
-from src.app.core.model.nn import VAEConfig
+from src.app.config import LIKELIHOODS
+from src.app.core.model.nn import NETWORK_DECODERS, VAEConfig
 from src.app.errors import CheckpointError
 
 
@@ -28,7 +28,7 @@ def check_vae_config(
         or not cfg.hidden_dims,
         "dropout": not (isinstance(cfg.dropout, int | float) and 0 <= cfg.dropout < 1),
         "likelihood": cfg.likelihood not in LIKELIHOODS,
-        "decoder": cfg.decoder not in DECODERS,
+        "decoder": cfg.decoder not in NETWORK_DECODERS,
         "standardize": not isinstance(cfg.standardize, bool),
         "n_labels": cfg.n_labels != len(label_categories),
         "n_batches": cfg.n_batches != len(batch_categories),

@@ -17,8 +17,21 @@ from src.app.core.data.preprocess import SCALE_MAX
 from src.app.core.model.distributions import log_nb_positive, log_poisson, log_zinb_positive
 
 LOGVAR_CLAMP = 12.0
+NETWORK_DECODERS = ("linear", "mlp")  # what a VAEConfig (and so a checkpoint) holds
 LOG_2PI = math.log(2 * math.pi)
 GAUSSIAN_LOGVAR_MIN = -6.0  # gene-wise variance floor of the gaussian likelihood (sd >= 0.05)
+
+
+def resolve_decoder(choice: str, n_batches: int) -> str:
+    """``model.decoder`` -> the network's decoder: ``auto`` is ``mlp`` for data with two or more
+    batches and ``linear`` otherwise. Why (the panel benchmark, README): a linear decoder gives
+    each batch one offset per gene, which explains an additive batch shift but not a response
+    that differs by cell type (IFN-beta in kang), so the latent keeps it and mixes batches less
+    (scIB batch correction 0.64 against 0.85 with the MLP); without batches the linear decoder
+    leads on every label key."""
+    if choice != "auto":
+        return choice
+    return "mlp" if n_batches >= 2 else "linear"
 
 
 @dataclass(frozen=True)
