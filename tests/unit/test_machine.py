@@ -1,5 +1,6 @@
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,8 +96,10 @@ def test_bad_profile_values(key, value):
 
 def test_generate_config_script_writes_every_key(tmp_path):
     out = tmp_path / "config.yml"
-    # a Python without torch keeps the script fast; it then records pytorch_version "none"
-    env = {**os.environ, "PYTHON": "python3"}
+    # the interpreter under the venv (no torch) keeps the script fast: the venv's python3, first on
+    # uv run's PATH, would spend seconds importing torch; it then records pytorch_version "none"
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    env = {**os.environ, "PYTHON": str(base if base.exists() else sys.executable)}
     subprocess.run(
         ["bash", str(ROOT / "scripts/generate_config.sh"), str(out)], check=True, env=env
     )
