@@ -33,7 +33,10 @@ def test_early_stopping_tracks_best_and_stops():
     assert stops == [False, False, False, True]
     assert stopper.best_epoch == 1
     assert torch.all(stopper.best_state["weight"] == 1)
-    assert not EarlyStopping(0).step(1.0, 10, module)
+    off = EarlyStopping(0)
+    assert not off.step(1.0, 10, module)
+    assert off.best_epoch == 10
+    assert off.best_state is None  # nothing to restore: no copy
 
 
 def visible_label_mask(labels, *, fraction, seed):

@@ -43,10 +43,12 @@ class EarlyStopping:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def step(self, loss: float, epoch: int, module: torch.nn.Module) -> bool:
-        """Record ``loss`` of ``epoch``; returns True when training should stop."""
+        """Record ``loss`` of ``epoch``; returns True when training should stop. The best
+        weights are copied only where they will be restored (patience > 0)."""
         if loss < self.best:
             self.best, self.best_epoch = loss, epoch
-            self.best_state = copy.deepcopy(module.state_dict())
+            if self.patience > 0:
+                self.best_state = copy.deepcopy(module.state_dict())
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
 
 
@@ -148,7 +150,7 @@ def train_vae(
                 terms = batch_loss(module, batch, cfg, kl=kl)
             opt.zero_grad()
             terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), tc.grad_clip_norm)
+            torch.nn.utils.clip_grad_norm_(opt.params, tc.grad_clip_norm)
             opt.step()
             parts = torch.stack([terms.loss, terms.reconstruction, terms.kl, terms.classification])
             sums += parts.detach() * batch.n_cells
